@@ -1,0 +1,209 @@
+/*
+ * Configuration: libconfig files -> one typed, validated struct aos_conf.
+ *
+ * Sources, in this order: the main file (aosd.conf), then every *.conf in
+ * <dir of main file>/conf.d/ and <dir of main file>/tenants.d/, each
+ * directory in strcmp() order.  Groups merge across files key by key; the
+ * same setting in two files is an error naming both places.  The `tenants`
+ * lists of all files are concatenated.
+ *
+ * Every setting is declared in one static table in conf.c (name, type,
+ * default, range) and validated by one piece of code.  Unknown settings are
+ * errors.  Every error names file:line and the setting path.
+ *
+ * Ownership: aos_conf_load() returns a heap struct owning every string and
+ * array in it, plus the libconfig trees that plugin blocks point into.
+ * aos_conf_free() releases all of it.  A loaded aos_conf is immutable and
+ * may be read from any thread; a reload builds a new one.
+ */
+#ifndef AOS_CONF_H
+#define AOS_CONF_H
+
+#include <libconfig.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define AOS_UUID_STR 37 /* 36 chars + NUL */
+
+struct aos_listen {
+    char *host;          /* "127.0.0.1", "::1", "0.0.0.0" (no brackets) */
+    uint16_t port;
+    char *text;          /* as written in the config, for log lines */
+};
+
+struct aos_conf_server {
+    struct aos_listen *listen; /* default: 127.0.0.1:8080 */
+    size_t nlisten;
+    int threads;               /* HTTP event loops (SO_REUSEPORT); default 1 */
+    int workers;               /* blocking-work thread pool size; default 4 */
+    int64_t max_body_size;     /* bytes; default 1 MiB (1048576) -> 413 */
+    int64_t max_header_size;   /* bytes of all request headers; default 16384 -> 431 */
+    int max_headers;           /* header lines; default 100 -> 431 */
+    int max_uri_size;          /* bytes; default 8192 -> 414 */
+    int max_json_depth;        /* nesting of request JSON; default 32 -> 400 */
+    int max_connections;       /* per node; default 10000; excess accepted then closed */
+    double header_timeout;     /* s to receive a request's headers; default 10 */
+    double body_timeout;       /* s of read inactivity while receiving a body; default 30 */
+    double write_timeout;      /* s of write inactivity while sending; default 30 */
+    double idle_timeout;       /* s a keep-alive connection may idle; default 60 */
+    double drain_timeout;      /* s to finish in-flight requests on SIGTERM; default 30 */
+    int pool_queue;            /* max queued blocking jobs before 503; default 1024 */
+    char *data_dir;            /* default LOCALSTATEDIR "/lib/aos" */
+    char *www_dir;             /* web console; default DATADIR "/aos/www" */
+    char *user;                /* drop privileges to this user after bind when root; "" = don't */
+    char *roles;               /* "api,worker" (default), "api" or "worker" */
+};
+
+struct aos_conf_log {
+    int level;                 /* enum aos_log_lvl; default info */
+    int format;                /* enum aos_log_format; default text */
+};
+
+struct aos_conf_store {
+    char *driver;              /* "sqlite" (default) or "pgsql" */
+    char *path;                /* sqlite file; default <data_dir>/aos.db */
+    char *conninfo;            /* pgsql conninfo (secret: never logged); "" if unset */
+    int pool_size;             /* pgsql connections; default 4 */
+    double busy_timeout;       /* s; sqlite busy timeout; default 5 */
+    bool auto_migrate;         /* default: true for sqlite, false for pgsql */
+    bool auto_migrate_set;     /* whether the file set it */
+};
+
+struct aos_conf_redis {
+    bool enabled;              /* true if the group is present with a url */
+    char *url;                 /* redis://host:port/db or unix:///path; secret-safe logging */
+    double connect_timeout;    /* s; default 2 */
+};
+
+struct aos_conf_argon2 {
+    int t_cost;                /* default 2 (OWASP) */
+    int m_cost_kib;            /* default 19456 (OWASP) */
+    int parallelism;           /* default 1 */
+};
+
+struct aos_conf_auth {
+    char *jwt_secret_file;     /* required by the daemon (not by -t of a minimal file? see conf.c) */
+    int token_ttl;             /* s; default 28800 (8h) */
+    char **backends;           /* default ["auth-local","auth-apikey"] */
+    size_t nbackends;
+    char *registration;        /* "closed" (default) | "open" | "admin-only" */
+    char *registration_tenant; /* tenant name or id for "open"; "" otherwise */
+    int password_min_length;   /* default 12 */
+    int password_max_length;   /* default 128 */
+    int max_concurrent_hashes; /* default = workers */
+    struct aos_conf_argon2 argon2;
+};
+
+struct aos_rate {
+    int per_minute;
+    int burst;
+};
+
+struct aos_conf_limits {
+    bool enabled;              /* default true; AOS_TESTING=1 in env turns it off */
+    struct aos_rate read;      /* default 300/min, burst 60 */
+    struct aos_rate write;     /* default 100/min, burst 30 */
+    char **exempt;             /* path prefixes */
+    size_t nexempt;
+    char *policy;              /* "local" (default) | "redis" */
+    char *redis_fail;          /* "open" | "closed" | "local" (default) */
+};
+
+/* A plugin's own block: plugins: { agent-echo = { ... }; } */
+struct aos_conf_plugin_block {
+    char *name;
+    const config_setting_t *setting; /* points into a libconfig tree owned by aos_conf */
+    const char *file;                /* source file, owned by aos_conf */
+    int line;
+};
+
+struct aos_conf_plugins {
+    char *dir;                 /* default AOSD_PLUGINDIR */
+    char **enable;             /* plugin names, loaded as <dir>/<name>.so */
+    size_t nenable;
+    struct aos_conf_plugin_block *blocks;
+    size_t nblocks;
+    const char *enable_file;   /* where `enable` was set, for loader messages */
+    int enable_line;
+};
+
+/* Tenant overrides: a field is meaningful only if its *_set flag is true. */
+struct aos_conf_tenant {
+    char id[AOS_UUID_STR];     /* lower-case canonical UUID */
+    char *name;                /* unique, [a-z0-9-]{1,63} */
+    bool limits_set;
+    struct aos_rate read;      /* copied from global limits when not overridden */
+    struct aos_rate write;
+    char **plugins;            /* allowed plugins; NULL/0 = all enabled plugins */
+    size_t nplugins;
+    int64_t budget_tokens_day;     /* 0 = unlimited */
+    int64_t budget_tokens_month;
+    int64_t budget_micro_usd_day;
+    int64_t budget_micro_usd_month;
+    char *autonomy;            /* "observe" | "supervised" (default) | "autonomous" */
+    const char *file;          /* where declared */
+    int line;
+};
+
+struct aos_chaos_rule {
+    char *target;              /* "http", "store", "plugin:<name>" */
+    char *fault;               /* "latency" | "error" */
+    double probability;        /* 0..1 */
+    int latency_ms;
+};
+
+struct aos_conf_chaos {
+    bool enabled;              /* default false */
+    struct aos_chaos_rule *rules;
+    size_t nrules;
+};
+
+struct aos_conf_governance {
+    /* Retention in days; 0 = keep forever.  Defaults in conf.c. */
+    int journal_days;          /* default 90 */
+    int events_days;           /* default 30 */
+    int runs_days;             /* default 365 */
+    int idempotency_hours;     /* default 24 */
+};
+
+struct aos_conf {
+    char *path;                /* main file as given */
+    struct aos_conf_server server;
+    struct aos_conf_log log;
+    struct aos_conf_store store;
+    struct aos_conf_redis redis;
+    struct aos_conf_auth auth;
+    struct aos_conf_limits limits;
+    struct aos_conf_plugins plugins;
+    struct aos_conf_tenant *tenants;
+    size_t ntenants;
+    struct aos_conf_chaos chaos;
+    struct aos_conf_governance governance;
+
+    /* private: libconfig trees kept alive for plugin blocks */
+    config_t *trees;
+    size_t ntrees;
+    char **files;              /* every file read, owned */
+    size_t nfiles;
+};
+
+/* Error list filled by aos_conf_load: one line each, "file:line: setting: message". */
+struct aos_conf_errors {
+    char **lines;
+    size_t n;
+};
+
+/* Loads and validates `path` and its conf.d/ and tenants.d/.  Returns NULL
+ * if anything is wrong, with every error found appended to errs (the caller
+ * frees errs with aos_conf_errors_free).  Never logs. */
+struct aos_conf *aos_conf_load(const char *path, struct aos_conf_errors *errs);
+void aos_conf_free(struct aos_conf *conf);
+void aos_conf_errors_free(struct aos_conf_errors *errs);
+
+/* Finds a tenant by canonical id or by name; NULL if none. */
+const struct aos_conf_tenant *aos_conf_tenant_find(const struct aos_conf *conf, const char *id_or_name);
+/* Finds the block of plugin `name`; NULL if the config has none. */
+const struct aos_conf_plugin_block *aos_conf_plugin_block(const struct aos_conf *conf, const char *name);
+
+#endif

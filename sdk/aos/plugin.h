@@ -1,0 +1,401 @@
+/*
+ * aos/plugin.h -- the aosd plugin SDK.  THE one header a plugin includes.
+ *
+ * A plugin is a shared object loaded by aosd with dlopen(RTLD_NOW|RTLD_LOCAL).
+ * It exports exactly one symbol, aos_plugin_entry(), which returns a pointer to
+ * a static, constant descriptor (struct aos_plugin).  Everything the plugin
+ * needs from the host reaches it through the host API table (struct aos_host)
+ * handed to init(); a plugin never links against, or includes, aosd's core.
+ *
+ * ABI versioning (the Varnish rule)
+ * ---------------------------------
+ * The ABI is numbered MAJOR.MINOR.  The host loads a plugin iff
+ *     plugin.abi_major == host.abi_major && plugin.abi_minor <= host.abi_minor
+ * A MINOR bump only appends: new members at the end of a struct, new host
+ * functions at the end of struct aos_host, new flags or enum values.  Any
+ * removal, reordering, signature change or change of meaning bumps MAJOR.
+ * Every struct that crosses the boundary starts with (or carries) its size, so
+ * each side can tell which members the other one knows about.
+ *
+ * Changelog (bump AOS_ABI_* in the same commit as the change)
+ *   1.0  2026-11-25  First ABI: descriptor, settings schema, agent/connector/auth
+ *                    ops tables, host table with log, set_error, alloc, free,
+ *                    strndup.
+ *
+ * Threads
+ * -------
+ * init(), reload() and fini() run on the host's main thread, never
+ * concurrently with any other call into the same instance.  Agent step(),
+ * connector call()/health() and auth authenticate() run on host worker threads
+ * and are synchronous from the plugin's point of view: block as long as you
+ * need (within the host's configured timeouts).  The instance is read-only
+ * after init() returns.  If the descriptor does not carry
+ * AOS_PLUGIN_THREAD_SAFE the host serialises all calls into one instance;
+ * with the flag, calls may run concurrently on several threads.
+ *
+ * Memory and ownership
+ * --------------------
+ * - Data crosses the boundary as JSON text: UTF-8, pointer + length, not
+ *   necessarily NUL-terminated unless said so.
+ * - Input buffers (const pointers handed to a callback) are owned by the host
+ *   and valid only for the duration of that call.  Copy what you keep.
+ * - Output buffers a callback returns (aos_buf.data) must be allocated with
+ *   host->alloc() (or host->strndup()); ownership passes to the host when the
+ *   callback returns, whatever it returns.  Never free them yourself.
+ * - String settings filled into the instance (const char *) are owned by the
+ *   host and stay valid until fini() returns.
+ * - The host table and the descriptor outlive every call.
+ *
+ * Errors
+ * ------
+ * Callbacks return 0 (or a positive status documented per callback) on
+ * success and a negative number on failure.  A failing callback must say why
+ * with host->set_error(ctx, ...); the host logs the message with the plugin's
+ * name and, where relevant, returns it to the API caller.
+ *
+ * Minimal plugin:
+ *
+ *   #include <aos/plugin.h>
+ *   struct echo { int64_t delay_ms; };
+ *   static const struct aos_setting echo_settings[] = {
+ *       AOS_SETTING_INT_FIELD(struct echo, delay_ms, "0", 0, 60000,
+ *                             "Sleep this long in every step"),
+ *       AOS_SETTINGS_END
+ *   };
+ *   static const struct aos_agent_ops echo_ops = { .size = sizeof echo_ops,
+ *                                                  .step = echo_step };
+ *   static const struct aos_plugin echo_plugin = {
+ *       AOS_PLUGIN_HEADER,
+ *       .kind = AOS_PLUGIN_AGENT, .name = "agent-echo", .version = "1.0.0",
+ *       .settings = echo_settings, .instance_size = sizeof(struct echo),
+ *       .init = echo_init, .ops = &echo_ops,
+ *   };
+ *   AOS_PLUGIN_EXPORT(echo_plugin)
+ *
+ * Build: cc $(pkg-config --cflags aos-sdk) -shared -fPIC -o echo.so echo.c
+ */
+#ifndef AOS_PLUGIN_H
+#define AOS_PLUGIN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define AOS_ABI_MAJOR 1
+#define AOS_ABI_MINOR 0
+
+/* "AOSP" in ASCII, first word of every descriptor. */
+#define AOS_PLUGIN_MAGIC 0x414F5350u
+
+/* Name of the one exported symbol, for hosts and tools that dlsym() it. */
+#define AOS_PLUGIN_ENTRY_SYMBOL "aos_plugin_entry"
+
+#if defined(__GNUC__) || defined(__clang__)
+#define AOS_PRINTF(fmt, args) __attribute__((format(printf, fmt, args)))
+#define AOS_EXPORT __attribute__((visibility("default")))
+#else
+#define AOS_PRINTF(fmt, args)
+#define AOS_EXPORT
+#endif
+
+/* Opaque per-call context owned by the host.  Pass it back to host
+ * functions (log, set_error) so messages are attributed to the right
+ * plugin and call.  Valid only during the callback it was handed to. */
+struct aos_ctx;
+
+/* ------------------------------------------------------------------ */
+/* Settings schema: the plugin declares its configuration; the host   */
+/* validates the plugin's libconfig block against it (unknown keys,   */
+/* types, ranges, reported with file:line) and fills the instance     */
+/* before init().  Plugins never see libconfig.                        */
+/* ------------------------------------------------------------------ */
+
+enum aos_setting_type {
+    AOS_SETTING_BOOL = 1,   /* instance field: int (0 or 1)              */
+    AOS_SETTING_INT = 2,    /* instance field: int64_t                   */
+    AOS_SETTING_DOUBLE = 3, /* instance field: double                    */
+    AOS_SETTING_STRING = 4  /* instance field: const char * (host-owned) */
+};
+
+/* The setting must appear in the block; there is no default. */
+#define AOS_SETTING_REQUIRED 0x1u
+/* The value is a secret: the host never logs or echoes it. */
+#define AOS_SETTING_SECRET 0x2u
+
+struct aos_setting {
+    const char *name;          /* libconfig setting name inside the block */
+    unsigned type;             /* enum aos_setting_type                   */
+    unsigned flags;            /* AOS_SETTING_REQUIRED | _SECRET          */
+    size_t offset;             /* offsetof(instance struct, field)        */
+    /* Default as text ("true", "42", "0.25", "hello"), parsed like the
+     * config value would be.  NULL means 0 / 0.0 / false / NULL. */
+    const char *default_value;
+    /* INT and DOUBLE: inclusive value range; STRING: inclusive length
+     * range in bytes.  Ignored when min > max or both are 0. */
+    int64_t min;
+    int64_t max;
+    const char *help;          /* one line, shown in error messages      */
+};
+
+#define AOS_SETTING_FIELD_(type_, flags_, st, field, def, lo, hi, help_) \
+    { #field, (type_), (flags_), offsetof(st, field), (def), (lo), (hi), (help_) }
+#define AOS_SETTING_BOOL_FIELD(st, field, def, help) \
+    AOS_SETTING_FIELD_(AOS_SETTING_BOOL, 0u, st, field, def, 0, 0, help)
+#define AOS_SETTING_INT_FIELD(st, field, def, lo, hi, help) \
+    AOS_SETTING_FIELD_(AOS_SETTING_INT, 0u, st, field, def, lo, hi, help)
+#define AOS_SETTING_DOUBLE_FIELD(st, field, def, lo, hi, help) \
+    AOS_SETTING_FIELD_(AOS_SETTING_DOUBLE, 0u, st, field, def, lo, hi, help)
+#define AOS_SETTING_STRING_FIELD(st, field, flags, def, minlen, maxlen, help) \
+    AOS_SETTING_FIELD_(AOS_SETTING_STRING, flags, st, field, def, minlen, maxlen, help)
+/* Terminates a settings array. */
+#define AOS_SETTINGS_END { NULL, 0u, 0u, 0, NULL, 0, 0, NULL }
+
+/* ------------------------------------------------------------------ */
+/* Buffers                                                            */
+/* ------------------------------------------------------------------ */
+
+/* An output buffer.  data is allocated with host->alloc(); the host owns
+ * it once the callback returns.  len excludes any terminating NUL. */
+struct aos_buf {
+    char *data;
+    size_t len;
+};
+
+/* ------------------------------------------------------------------ */
+/* Host API table, handed to init().  Append-only: new functions go   */
+/* at the end with a MINOR bump.  A plugin built against a newer      */
+/* minor checks AOS_HOST_HAS(host, fn) before calling fn.              */
+/* ------------------------------------------------------------------ */
+
+enum aos_log_level {
+    AOS_LOG_ERROR = 0,
+    AOS_LOG_WARN = 1,
+    AOS_LOG_INFO = 2,
+    AOS_LOG_DEBUG = 3
+};
+
+struct aos_host {
+    uint32_t size;      /* sizeof(struct aos_host) as the host knows it */
+    uint16_t abi_major; /* the host's ABI                              */
+    uint16_t abi_minor;
+    const char *host_version; /* aosd's package version, e.g. "0.1.0"  */
+
+    /* Log one line attributed to the plugin.  Thread-safe.  Never pass
+     * secrets or personal data. */
+    void (*log)(struct aos_ctx *ctx, int level, const char *fmt, ...)
+        AOS_PRINTF(3, 4);
+    /* Record why the current callback fails (last call wins).  The
+     * message is copied; keep it one line. */
+    void (*set_error)(struct aos_ctx *ctx, const char *fmt, ...)
+        AOS_PRINTF(2, 3);
+    /* Memory whose ownership may pass to the host.  alloc returns NULL
+     * on failure; free(NULL) is a no-op.  Thread-safe. */
+    void *(*alloc)(size_t size);
+    void (*free)(void *ptr);
+    /* Copies at most n bytes of s into a NUL-terminated host->alloc()
+     * buffer; NULL on allocation failure. */
+    char *(*strndup)(const char *s, size_t n);
+};
+
+/* True if the host table provides member `fn` (non-NULL and inside the
+ * size the host declared). */
+#define AOS_HOST_HAS(host, fn)                                              \
+    ((host) != NULL &&                                                      \
+     (host)->size >= offsetof(struct aos_host, fn) + sizeof((host)->fn) &&  \
+     (host)->fn != NULL)
+
+/* ------------------------------------------------------------------ */
+/* Agent plugins: one step of a run.                                  */
+/* ------------------------------------------------------------------ */
+
+enum aos_step_status {
+    AOS_STEP_DONE = 0,           /* output is the run's final output    */
+    AOS_STEP_CONTINUE = 1,       /* state is handed to the next step    */
+    AOS_STEP_NEEDS_APPROVAL = 2, /* output is a proposal for a human    */
+    AOS_STEP_RETRY = 3,          /* try this step again after retry_ms  */
+    AOS_STEP_FAIL = 4            /* the run fails; error says why       */
+};
+
+/* Input of one step.  Every pointer is host-owned, valid during step(). */
+struct aos_step_input {
+    uint32_t size;             /* sizeof as the host knows it            */
+    const char *run_id;        /* UUID text, NUL-terminated              */
+    const char *tenant_id;     /* UUID text, NUL-terminated              */
+    uint32_t step_index;       /* 0 for the first step of the run        */
+    uint32_t attempt;          /* 1 for the first try of this step       */
+    /* Stable across attempts of the same step: "<run_id>:<step_index>".
+     * Use it to make outside effects exactly-once. */
+    const char *idempotency_key;
+    const char *input;         /* the run's input JSON                   */
+    size_t input_len;
+    const char *state;         /* previous step's state JSON, or NULL    */
+    size_t state_len;
+    /* Set when this step follows an approval: {"approved":bool,
+     * "comment":...}.  NULL otherwise. */
+    const char *decision;
+    size_t decision_len;
+};
+
+/* Result of one step, zero-filled by the host before the call. */
+struct aos_step_result {
+    uint32_t size;             /* set by the host                       */
+    int status;                /* enum aos_step_status                  */
+    struct aos_buf output;     /* DONE: output; NEEDS_APPROVAL: proposal */
+    struct aos_buf state;      /* CONTINUE: state for the next step     */
+    uint32_t retry_after_ms;   /* RETRY: earliest retry                 */
+    uint64_t tokens_in;        /* usage of this step                    */
+    uint64_t tokens_out;
+    uint64_t cost_micro_usd;
+};
+
+struct aos_agent_ops {
+    uint32_t size; /* sizeof(struct aos_agent_ops) as the plugin knows it */
+    /* Runs one step.  Returns 0 when result->status is meaningful, a
+     * negative number (after set_error) on an internal error, which the
+     * host treats as a transient failure. */
+    int (*step)(struct aos_ctx *ctx, const void *instance,
+                const struct aos_step_input *input,
+                struct aos_step_result *result);
+    /* Optional: validates an agent's JSON config (from the API) before it
+     * is stored.  Returns 0 if valid, negative with set_error otherwise. */
+    int (*validate_config)(struct aos_ctx *ctx, const void *instance,
+                           const char *config, size_t config_len);
+};
+
+/* ------------------------------------------------------------------ */
+/* Connector plugins: proxy a request to an outside service.          */
+/* ------------------------------------------------------------------ */
+
+struct aos_connector_ops {
+    uint32_t size;
+    /* request/request_len: JSON text owned by the host.  On success (0)
+     * response holds JSON allocated with host->alloc(). */
+    int (*call)(struct aos_ctx *ctx, const void *instance,
+                const char *request, size_t request_len,
+                struct aos_buf *response);
+    /* 0 if the outside service is reachable and healthy, negative with
+     * set_error otherwise. */
+    int (*health)(struct aos_ctx *ctx, const void *instance);
+};
+
+/* ------------------------------------------------------------------ */
+/* Auth plugins: turn credentials into a principal.                   */
+/* ------------------------------------------------------------------ */
+
+enum aos_credential_kind {
+    AOS_CRED_PASSWORD = 1, /* identifier = e-mail, secret = password     */
+    AOS_CRED_API_KEY = 2,  /* secret = the whole key text                */
+    AOS_CRED_BEARER = 3    /* secret = the bearer token                  */
+};
+
+struct aos_credentials {
+    uint32_t size;
+    int kind;               /* enum aos_credential_kind                 */
+    const char *identifier; /* NUL-terminated or NULL                    */
+    const char *secret;     /* NOT NUL-terminated; never log it          */
+    size_t secret_len;
+    const char *tenant_id;  /* requested tenant (UUID text) or NULL      */
+};
+
+#define AOS_ID_MAX 64
+#define AOS_ROLE_MAX 32
+
+struct aos_principal {
+    uint32_t size;                 /* set by the host                     */
+    char tenant_id[AOS_ID_MAX];    /* UUID text                           */
+    char subject[AOS_ID_MAX];      /* user or key id                      */
+    char role[AOS_ROLE_MAX];       /* "admin", "approver" or "user"       */
+};
+
+enum aos_auth_result {
+    AOS_AUTH_ALLOW = 0,  /* principal filled in                           */
+    AOS_AUTH_DENY = 1,   /* credentials of this backend's kind, but wrong */
+    AOS_AUTH_IGNORE = 2, /* not this backend's kind: ask the next one     */
+    AOS_AUTH_ERROR = -1  /* could not decide (set_error says why)         */
+};
+
+struct aos_auth_ops {
+    uint32_t size;
+    int (*authenticate)(struct aos_ctx *ctx, const void *instance,
+                        const struct aos_credentials *credentials,
+                        struct aos_principal *principal);
+};
+
+/* ------------------------------------------------------------------ */
+/* The descriptor.                                                    */
+/* ------------------------------------------------------------------ */
+
+enum aos_plugin_kind {
+    AOS_PLUGIN_AGENT = 1,     /* ops: const struct aos_agent_ops *     */
+    AOS_PLUGIN_CONNECTOR = 2, /* ops: const struct aos_connector_ops * */
+    AOS_PLUGIN_AUTH = 3       /* ops: const struct aos_auth_ops *      */
+};
+
+/* Calls into one instance may run concurrently (see "Threads"). */
+#define AOS_PLUGIN_THREAD_SAFE 0x1u
+
+#define AOS_PLUGIN_RESERVED 8
+
+struct aos_plugin {
+    /* These four never move, in any ABI version. */
+    uint32_t magic;     /* AOS_PLUGIN_MAGIC                       */
+    uint16_t abi_major; /* AOS_ABI_MAJOR the plugin was built for */
+    uint16_t abi_minor; /* AOS_ABI_MINOR the plugin was built for */
+    uint32_t size;      /* sizeof(struct aos_plugin)              */
+
+    uint32_t kind;           /* enum aos_plugin_kind                      */
+    const char *name;        /* unique, [a-z0-9-], e.g. "agent-echo"     */
+    const char *version;     /* the plugin's own version                 */
+    const char *description; /* one line                                 */
+    uint64_t flags;          /* AOS_PLUGIN_THREAD_SAFE                    */
+
+    /* Settings the plugin's config block may hold, AOS_SETTINGS_END
+     * terminated, or NULL for none.  The host allocates instance_size
+     * zeroed bytes, fills the fields and passes them to every callback. */
+    const struct aos_setting *settings;
+    size_t instance_size;
+
+    /* Called once after the instance is filled.  0 = ready; negative =
+     * refuse to load (set_error says why).  host stays valid for the
+     * process lifetime: keep the pointer. */
+    int (*init)(struct aos_ctx *ctx, const struct aos_host *host,
+                void *instance);
+    /* Optional.  On configuration reload a fresh instance is created and
+     * init()ed from the new config; then, before it replaces the old one,
+     * reload(new, old) lets the plugin carry state across (open
+     * connections, caches).  Negative = keep the old instance. */
+    int (*reload)(struct aos_ctx *ctx, void *instance, void *old_instance);
+    /* Optional.  Release what init() acquired.  No other call into the
+     * instance is running or will run. */
+    void (*fini)(struct aos_ctx *ctx, void *instance);
+
+    /* The kind's ops table; its first member is its own size. */
+    const void *ops;
+
+    /* Must be zero (NULL); later minors may give them meaning. */
+    const void *reserved[AOS_PLUGIN_RESERVED];
+};
+
+/* Fills the fields that never move.  Use as the first initializer. */
+#define AOS_PLUGIN_HEADER                                        \
+    .magic = AOS_PLUGIN_MAGIC, .abi_major = AOS_ABI_MAJOR,       \
+    .abi_minor = AOS_ABI_MINOR, .size = sizeof(struct aos_plugin)
+
+typedef const struct aos_plugin *(*aos_plugin_entry_fn)(void);
+
+/* Defines the exported entry point returning `descriptor`. */
+#define AOS_PLUGIN_EXPORT(descriptor)                                   \
+    AOS_EXPORT const struct aos_plugin *aos_plugin_entry(void);         \
+    AOS_EXPORT const struct aos_plugin *aos_plugin_entry(void)          \
+    {                                                                   \
+        return &(descriptor);                                           \
+    }
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* AOS_PLUGIN_H */

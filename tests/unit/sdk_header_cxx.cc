@@ -1,0 +1,12 @@
+// The SDK header must compile as C++ (see Makefile.am flags).
+#include <aos/plugin.h>
+#include <cstdio>
+
+int main()
+{
+    aos_plugin p = aos_plugin();
+    p.magic = AOS_PLUGIN_MAGIC;
+    std::printf("1..1\nok 1 - aos/plugin.h compiles as C++11 -pedantic (ABI %d.%d)\n", AOS_ABI_MAJOR,
+                AOS_ABI_MINOR);
+    return 0;
+}
