@@ -1,3 +1,76 @@
 #include "config.h"
-/* placeholder: being written */
-typedef int aos_placeholder_t;
+
+#include "api/api.h"
+
+#include "http/http.h"
+#include "http/server.h"
+#include "metrics.h"
+#include "plugin.h"
+#include "runtime.h"
+#include "threadpool.h"
+
+#include <stdlib.h>
+#include <time.h>
+
+/* Liveness: the loop answers.  Deliberately checks nothing else, so an
+ * orchestrator restarts us only when we are truly stuck. */
+static void handle_healthz(struct aos_http_request *req, void *ctx)
+{
+    (void)ctx;
+    static const char body[] = "{\"status\":\"ok\"}";
+    aos_http_respond(req, 200, "application/json", body, sizeof body - 1);
+}
+
+/* Readiness: plugins loaded (and, later, the store reachable), not
+ * draining.  Load balancers take us out of rotation on 503. */
+static void handle_readyz(struct aos_http_request *req, void *ctx)
+{
+    struct aos_app *app = ctx;
+    const char *reason = atomic_load(&app->not_ready);
+    struct json_object *obj = json_object_new_object();
+    if (reason == NULL) {
+        json_object_object_add(obj, "status", json_object_new_string("ready"));
+        aos_http_respond_json(req, 200, obj);
+        return;
+    }
+    json_object_object_add(obj, "status", json_object_new_string("not_ready"));
+    json_object_object_add(obj, "reason", json_object_new_string(reason));
+    aos_http_add_header(req, "Retry-After", "1");
+    aos_http_respond_json(req, 503, obj);
+}
+
+static void handle_metrics(struct aos_http_request *req, void *ctx)
+{
+    struct aos_app *app = ctx;
+    struct aos_runtime *rt = aos_runtime_acquire();
+    double plugins = rt != NULL ? (double)aos_plugin_set_count(rt->plugins) : 0;
+    double generation = rt != NULL ? (double)rt->generation : 0;
+    aos_runtime_release(rt);
+    const struct aos_metrics_gauge gauges[] = {
+        {"aosd_plugins_loaded", "Plugins loaded and initialised.", plugins},
+        {"aosd_config_generation", "Configuration generation in force (1 at start, +1 per reload).", generation},
+        {"aosd_http_connections", "Open client connections.", (double)aos_http_server_connections(app->server)},
+        {"aosd_pool_pending_jobs", "Blocking jobs queued or running.", (double)aos_pool_pending(app->pool)},
+        {"aosd_ready", "1 when ready to serve.", atomic_load(&app->not_ready) == NULL ? 1.0 : 0.0},
+        {"aosd_uptime_seconds", "Seconds since start.", difftime(time(NULL), app->started)},
+    };
+    size_t len = 0;
+    char *text = aos_metrics_render(app->metrics, gauges, sizeof gauges / sizeof gauges[0], &len);
+    if (text == NULL) {
+        aos_http_respond_error(req, 500, "internal", "cannot render metrics");
+        return;
+    }
+    aos_http_respond(req, 200, "text/plain; version=0.0.4; charset=utf-8", text, len);
+    free(text);
+}
+
+static const struct aos_route ops_routes[] = {
+    {"GET", "/healthz", handle_healthz, AOS_ROLE_NONE, 0},
+    {"GET", "/readyz", handle_readyz, AOS_ROLE_NONE, 0},
+    {"GET", "/metrics", handle_metrics, AOS_ROLE_NONE, 0},
+};
+
+int aos_api_ops_register(struct aos_router *router, struct aos_app *app, char *err, size_t errlen)
+{
+    return aos_router_add(router, ops_routes, sizeof ops_routes / sizeof ops_routes[0], app, err, errlen);
+}
