@@ -3,9 +3,11 @@
  *
  * Sources, in this order: the main file (aosd.conf), then every *.conf in
  * <dir of main file>/conf.d/ and <dir of main file>/tenants.d/, each
- * directory in strcmp() order.  Groups merge across files key by key; the
- * same setting in two files is an error naming both places.  The `tenants`
- * lists of all files are concatenated.
+ * directory in strcmp() order (regular files only).  Groups merge across
+ * files member by member at every depth (limits.read.burst in one file and
+ * limits.read.per_minute in another is fine); the same leaf setting in two
+ * files is an error naming both places.  The `tenants` lists of all files
+ * are concatenated.
  *
  * Every setting is declared in one static table in conf.c (name, type,
  * default, range) and validated by one piece of code.  Unknown settings are
@@ -83,9 +85,9 @@ struct aos_conf_argon2 {
 };
 
 struct aos_conf_auth {
-    char *jwt_secret_file;     /* required by the daemon (not by -t of a minimal file? see conf.c) */
+    char *jwt_secret_file;     /* required: the one setting without a default; not opened by conf.c */
     int token_ttl;             /* s; default 28800 (8h) */
-    char **backends;           /* default ["auth-local","auth-apikey"] */
+    char **backends;           /* default ["auth-local","auth-apikey"]; not checked against plugins.enable */
     size_t nbackends;
     char *registration;        /* "closed" (default) | "open" | "admin-only" */
     char *registration_tenant; /* tenant name or id for "open"; "" otherwise */
@@ -101,7 +103,7 @@ struct aos_rate {
 };
 
 struct aos_conf_limits {
-    bool enabled;              /* default true; AOS_TESTING=1 in env turns it off */
+    bool enabled;              /* default true; AOS_TESTING=1 in the environment forces false */
     struct aos_rate read;      /* default 300/min, burst 60 */
     struct aos_rate write;     /* default 100/min, burst 30 */
     char **exempt;             /* path prefixes */
@@ -124,7 +126,7 @@ struct aos_conf_plugins {
     size_t nenable;
     struct aos_conf_plugin_block *blocks;
     size_t nblocks;
-    const char *enable_file;   /* where `enable` was set, for loader messages */
+    const char *enable_file;   /* where `enable` was set, for loader messages; NULL if defaulted */
     int enable_line;
 };
 
@@ -133,17 +135,18 @@ struct aos_conf_tenant {
     char id[AOS_UUID_STR];     /* lower-case canonical UUID */
     char *name;                /* unique, [a-z0-9-]{1,63} */
     bool limits_set;
-    struct aos_rate read;      /* copied from global limits when not overridden */
+    struct aos_rate read;      /* each field copied from global limits when not overridden */
     struct aos_rate write;
-    char **plugins;            /* allowed plugins; NULL/0 = all enabled plugins */
+    char **plugins;            /* allowed plugins, each in plugins.enable; NULL/0 (absent or []) = all enabled */
     size_t nplugins;
-    int64_t budget_tokens_day;     /* 0 = unlimited */
+    int64_t budget_tokens_day;     /* 0 = unlimited; budgets = { tokens_day = ...; } */
     int64_t budget_tokens_month;
     int64_t budget_micro_usd_day;
     int64_t budget_micro_usd_month;
     char *autonomy;            /* "observe" | "supervised" (default) | "autonomous" */
     const char *file;          /* where declared */
     int line;
+    const config_setting_t *setting; /* the tenant's group, owned by aos_conf (for messages) */
 };
 
 struct aos_chaos_rule {
@@ -181,22 +184,30 @@ struct aos_conf {
     struct aos_conf_chaos chaos;
     struct aos_conf_governance governance;
 
-    /* private: libconfig trees kept alive for plugin blocks */
+    /* private: libconfig trees kept alive for plugin blocks (one per file, never reallocated) */
     config_t *trees;
     size_t ntrees;
     char **files;              /* every file read, owned */
     size_t nfiles;
 };
 
-/* Error list filled by aos_conf_load: one line each, "file:line: setting: message". */
+/* Error list filled by aos_conf_load, in the order found, one line each:
+ *   "file:line: setting: message"   (most errors)
+ *   "file: setting: message"        (a required setting no file sets)
+ *   "file:line: syntax error[: libconfig's text]"
+ *   "file: cannot read: <strerror>" */
 struct aos_conf_errors {
     char **lines;
     size_t n;
 };
 
 /* Loads and validates `path` and its conf.d/ and tenants.d/.  Returns NULL
- * if anything is wrong, with every error found appended to errs (the caller
- * frees errs with aos_conf_errors_free).  Never logs. */
+ * if anything is wrong, with every error found appended to errs (start with
+ * a zeroed struct; the caller frees it with aos_conf_errors_free; errs may
+ * be NULL).  `@include "x.conf"` resolves relative to the main file's
+ * directory.  Never logs and keeps no global state: safe for SIGHUP reloads
+ * while the old aos_conf is in use.  Reads the environment variable
+ * AOS_TESTING (=1: limits.enabled forced false). */
 struct aos_conf *aos_conf_load(const char *path, struct aos_conf_errors *errs);
 void aos_conf_free(struct aos_conf *conf);
 void aos_conf_errors_free(struct aos_conf_errors *errs);
