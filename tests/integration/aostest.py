@@ -133,12 +133,15 @@ class Daemon:
         if self.testing:
             env["AOS_TESTING"] = "1"
         self.log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen([AOSD, "-c", self.conf], stdout=self.log, stderr=self.log, env=env)
+        # AOS_TEST_WRAPPER="valgrind --error-exitcode=99 ..." runs the daemon
+        # under a checker; a non-zero exit then fails the exit-code checks.
+        wrapper = os.environ.get("AOS_TEST_WRAPPER", "").split()
+        self.proc = subprocess.Popen(wrapper + [AOSD, "-c", self.conf], stdout=self.log, stderr=self.log, env=env)
         if wait:
             self.wait_ready()
         return self
 
-    def wait_ready(self, timeout=15.0):
+    def wait_ready(self, timeout=30.0):
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
