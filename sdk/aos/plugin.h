@@ -360,13 +360,17 @@ struct aos_plugin {
 
     /* Called once after the instance is filled.  0 = ready; negative =
      * refuse to load (set_error says why).  host stays valid for the
-     * process lifetime: keep the pointer. */
+     * process lifetime: keep the pointer.  May be NULL, but then the
+     * plugin never sees the host table. */
     int (*init)(struct aos_ctx *ctx, const struct aos_host *host,
                 void *instance);
     /* Optional.  On configuration reload a fresh instance is created and
      * init()ed from the new config; then, before it replaces the old one,
      * reload(new, old) lets the plugin carry state across (open
-     * connections, caches).  Negative = keep the old instance. */
+     * connections, caches).  Negative = keep the old instance.  Treat
+     * old_instance as read-only: the host may still keep it (when another
+     * plugin refuses the reload) and calls fini() on it once replaced.
+     * Only called when both instances come from the same loaded file. */
     int (*reload)(struct aos_ctx *ctx, void *instance, void *old_instance);
     /* Optional.  Release what init() acquired.  No other call into the
      * instance is running or will run. */
@@ -386,10 +390,20 @@ struct aos_plugin {
 
 typedef const struct aos_plugin *(*aos_plugin_entry_fn)(void);
 
+/* The entry point keeps its C name when the plugin is written in C++
+ * (the macro expands outside this header's extern "C" block). */
+#ifdef __cplusplus
+#define AOS_EXTERN_C extern "C"
+#else
+#define AOS_EXTERN_C
+#endif
+
 /* Defines the exported entry point returning `descriptor`. */
 #define AOS_PLUGIN_EXPORT(descriptor)                                   \
-    AOS_EXPORT const struct aos_plugin *aos_plugin_entry(void);         \
-    AOS_EXPORT const struct aos_plugin *aos_plugin_entry(void)          \
+    AOS_EXTERN_C AOS_EXPORT const struct aos_plugin *                   \
+    aos_plugin_entry(void);                                             \
+    AOS_EXTERN_C AOS_EXPORT const struct aos_plugin *                   \
+    aos_plugin_entry(void)                                              \
     {                                                                   \
         return &(descriptor);                                           \
     }
