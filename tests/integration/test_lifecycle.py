@@ -1,5 +1,6 @@
 """Daemon lifecycle, black-box: command line, config check, SIGHUP reload
 (good and broken), graceful drain on SIGTERM, refusal to start."""
+import json
 import os
 import re
 import signal
@@ -131,9 +132,59 @@ def test_drain(t):
         d.cleanup()
 
 
+def post_echo(port, body):
+    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    data = json.dumps(body).encode()
+    s.sendall(b"POST /api/v1/testing/echo HTTP/1.1\r\nHost: a\r\nContent-Type: application/json\r\n"
+              b"Content-Length: %d\r\n\r\n%s" % (len(data), data))
+    return s
+
+
+def test_thread_pool(t):
+    d = Daemon(server_extra="workers = 1; pool_queue = 1; drain_timeout = 20;")
+    try:
+        d.start()
+        # The only worker sleeps, one job may wait, the third is refused.
+        busy = post_echo(d.port, {"sleep_ms": 1500})
+        time.sleep(0.2)
+        queued = post_echo(d.port, {"sleep_ms": 10})
+        time.sleep(0.2)
+        r = d.request("POST", "/api/v1/testing/echo", body={"n": 3})
+        t.eq(r.status, 503, "a saturated thread pool answers 503 at once")
+        t.eq(r.header("retry-after"), "1", "503 carries Retry-After")
+        t.eq(r.json()["error"]["code"], "overloaded", "503 error code")
+        t.eq(d.request("GET", "/healthz").status, 200, "the loop keeps serving while the pool is busy")
+        # SIGTERM while deferred work runs: it completes and is delivered.
+        d.signal(signal.SIGTERM)
+        first = parse_responses(read_all(busy, 10))
+        second = parse_responses(read_all(queued, 10))
+        t.eq([x[0] for x in first], [200], "work running on the pool at SIGTERM is answered")
+        t.eq(json.loads(first[0][2]) if first else None, {"echo": {"sleep_ms": 1500}}, "with its result")
+        t.eq([x[0] for x in second], [200], "work queued at SIGTERM is answered too")
+        t.eq(d.proc.wait(15), 0, "exit 0 after the pool drained")
+        busy.close()
+        queued.close()
+    finally:
+        d.cleanup()
+
+
+def test_client_gone(t):
+    d = Daemon()
+    try:
+        d.start()
+        s = post_echo(d.port, {"sleep_ms": 300})
+        s.close()  # leave before the pool finishes
+        time.sleep(0.6)
+        t.eq(d.request("GET", "/healthz").status, 200, "a client leaving during deferred work harms nothing")
+        t.eq(d.stop(), 0, "clean exit (no leak or crash under sanitizers)")
+    finally:
+        d.cleanup()
+
+
 def main():
     t = Tap()
-    for fn in (test_command_line, test_refuses_to_start, test_reload, test_drain):
+    for fn in (test_command_line, test_refuses_to_start, test_reload, test_drain, test_thread_pool,
+               test_client_gone):
         t.run(fn)
     return t.done()
 
