@@ -1,0 +1,3 @@
+#include "config.h"
+/* placeholder: being written */
+typedef int aos_placeholder_t;
