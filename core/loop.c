@@ -182,6 +182,8 @@ void aos_loop_join(struct aos_loop *loop)
     }
 }
 
+void aos_loop_run_pending(struct aos_loop *loop) { loop_drain(-1, 0, loop); }
+
 bool aos_loop_is_current(const struct aos_loop *loop)
 {
     return pthread_equal(pthread_self(), loop->thread) != 0;

@@ -43,6 +43,10 @@ int aos_loop_run(struct aos_loop *loop);
 void aos_loop_stop(struct aos_loop *loop);
 /* Waits for a loop started with aos_loop_start_thread to exit. */
 void aos_loop_join(struct aos_loop *loop);
+/* Runs, on the calling thread, whatever has been posted and not run yet.
+ * For shutdown: after the worker pool is joined, its last completions are
+ * still queued on a loop that no longer runs. */
+void aos_loop_run_pending(struct aos_loop *loop);
 /* True when called from the loop's own thread. */
 bool aos_loop_is_current(const struct aos_loop *loop);
 

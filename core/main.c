@@ -1,15 +1,15 @@
 /*
  * aosd: the daemon's life, in order.
  *   parse arguments -> load and validate config (-t stops here, after the
- *   plugins are checked too) -> load plugins -> bind -> drop privileges ->
- *   serve -> on SIGTERM drain -> exit.
+ *   plugins are checked too; --migrate runs migrations and stops) -> load
+ *   plugins -> bind -> drop privileges -> serve, bringing the store up in the
+ *   background -> on SIGTERM drain -> exit.
  */
 #include "config.h"
 
 #include "api/api.h"
+#include "bringup.h"
 #include "conf.h"
-#include "http/http.h"
-#include "json.h"
 #include "http/router.h"
 #include "http/server.h"
 #include "log.h"
@@ -17,6 +17,8 @@
 #include "metrics.h"
 #include "plugin.h"
 #include "runtime.h"
+#include "store/migrate.h"
+#include "store/store.h"
 #include "threadpool.h"
 
 #include <aos/plugin.h>
@@ -38,23 +40,29 @@
 
 struct daemon {
     const char *conf_path;
-    struct event_base *base; /* main thread: signals and drain timer only */
+    struct aos_loop *main_loop; /* main thread: signals, drain timer, bring-up */
     struct aos_app app;
     struct aos_router *router;
     struct aos_http_server *server;
+    struct aos_bringup *bringup;
     struct event *drain_timer;
     struct timespec drain_deadline;
     bool draining;
+    int exit_code;
 };
 
 static void usage(FILE *out)
 {
     fprintf(out,
             "Usage: aosd [-c FILE] [-t]\n"
+            "       aosd [-c FILE] --migrate [up | status | down N]\n"
             "       aosd --version | --help\n"
             "\n"
             "  -c, --config FILE  configuration file (default %s/aosd.conf)\n"
             "  -t, --test         check the configuration and plugins, then exit\n"
+            "      --migrate      apply pending database migrations (up, the default),\n"
+            "                     show where the schema stands (status), or roll back\n"
+            "                     the last N (down N); then exit\n"
             "  -v, --version      print the version and the plugin ABI, then exit\n"
             "  -h, --help         print this help, then exit\n"
             "\n"
@@ -102,6 +110,83 @@ fail:
     return NULL;
 }
 
+/* ------------------------------------------------------------ --migrate */
+
+static void print_applied(void *arg, int version, const char *name)
+{
+    const char *verb = arg;
+    printf("%s %04d_%s\n", verb, version, name);
+}
+
+static int run_migrate(const char *conf_path, int argc, char **argv)
+{
+    const char *action = argc > 0 ? argv[0] : "up";
+    long steps = 0;
+    if (strcmp(action, "down") == 0) {
+        char *end = NULL;
+        steps = argc == 2 ? strtol(argv[1], &end, 10) : 0;
+        if (argc != 2 || *end != '\0' || steps < 1 || steps > 10000) {
+            fprintf(stderr, "aosd: usage: aosd --migrate down N (N >= 1)\n");
+            return 2;
+        }
+    } else if ((strcmp(action, "up") != 0 && strcmp(action, "status") != 0) || argc > 1) {
+        fprintf(stderr, "aosd: usage: aosd --migrate [up | status | down N]\n");
+        return 2;
+    }
+
+    struct aos_conf_errors errs = {0};
+    struct aos_conf *conf = aos_conf_load(conf_path, &errs);
+    if (conf == NULL) {
+        print_conf_errors(&errs);
+        aos_conf_errors_free(&errs);
+        return EXIT_FAILURE;
+    }
+    aos_conf_errors_free(&errs);
+    int rc = EXIT_FAILURE;
+    char err[512];
+    struct aos_store *store = aos_store_new(&conf->store);
+    if (store == NULL) {
+        fprintf(stderr, "aosd: cannot create the store\n");
+        goto out;
+    }
+    if (aos_store_connect(store, err, sizeof err) != AOS_DB_OK) {
+        fprintf(stderr, "aosd: cannot connect to the %s store: %s\n", aos_store_driver_name(store), err);
+        goto out;
+    }
+    int current = 0, latest = 0, st;
+    if (strcmp(action, "status") == 0) {
+        st = aos_migrate_status(store, &current, &latest, err, sizeof err);
+        if (st == AOS_DB_OK) {
+            printf("driver %s: schema version %d, latest known %d", aos_store_driver_name(store), current, latest);
+            if (current < latest)
+                printf(" (%d pending: run aosd --migrate -c %s)\n", latest - current, conf_path);
+            else if (current > latest)
+                printf(" (newer than this aosd: upgrade aosd)\n");
+            else
+                printf(" (up to date)\n");
+        }
+    } else if (strcmp(action, "up") == 0) {
+        st = aos_migrate_up(store, 0, print_applied, "applied", err, sizeof err);
+        if (st == AOS_DB_OK && aos_migrate_status(store, &current, &latest, err, sizeof err) == AOS_DB_OK)
+            printf("schema at version %d (latest)\n", current);
+    } else {
+        st = aos_migrate_down(store, (int)steps, print_applied, "reverted", err, sizeof err);
+        if (st == AOS_DB_OK && aos_migrate_status(store, &current, &latest, err, sizeof err) == AOS_DB_OK)
+            printf("schema at version %d (latest known %d)\n", current, latest);
+    }
+    if (st != AOS_DB_OK) {
+        fprintf(stderr, "aosd: migrate %s failed: %s\n", action, err);
+        goto out;
+    }
+    rc = EXIT_SUCCESS;
+out:
+    aos_store_free(store);
+    aos_conf_free(conf);
+    return rc;
+}
+
+/* -------------------------------------------------------------- serving */
+
 static int drop_privileges(const char *user)
 {
     if (user == NULL || user[0] == '\0' || geteuid() != 0)
@@ -129,6 +214,12 @@ static void apply_log_settings(const struct aos_conf *conf)
     aos_log_configure(conf->log.level, (enum aos_log_format)conf->log.format);
 }
 
+static bool store_conf_changed(const struct aos_conf_store *a, const struct aos_conf_store *b)
+{
+    return strcmp(a->driver, b->driver) != 0 || strcmp(a->path, b->path) != 0 ||
+           strcmp(a->conninfo, b->conninfo) != 0 || a->pool_size != b->pool_size;
+}
+
 static void reload(struct daemon *d)
 {
     aos_info("reloading configuration", "file", d->conf_path, NULL);
@@ -147,6 +238,9 @@ static void reload(struct daemon *d)
         listen_changed = strcmp(was->listen[i].text, now->listen[i].text) != 0;
     if (listen_changed || was->threads != now->threads || was->workers != now->workers)
         aos_warn("server.listen, server.threads and server.workers take effect only after a restart", NULL);
+    if (store_conf_changed(&old->conf->store, &rt->conf->store))
+        aos_warn("store.driver, store.path, store.conninfo and store.pool_size take effect only after a restart",
+                 NULL);
     aos_runtime_release(old);
 
     struct aos_http_limits limits;
@@ -157,10 +251,12 @@ static void reload(struct daemon *d)
     char gen[24];
     snprintf(gen, sizeof gen, "%llu", (unsigned long long)rt->generation);
     aos_info("configuration reloaded", "generation", gen, NULL);
+    /* Config is the source of truth for tenants: upsert the new set. */
+    aos_bringup_sync_tenants(d->bringup);
     sd_notify(0, "READY=1");
 }
 
-static double elapsed_until(const struct timespec *deadline)
+static double seconds_until(const struct timespec *deadline)
 {
     struct timespec now;
     clock_gettime(CLOCK_MONOTONIC, &now);
@@ -173,31 +269,30 @@ static void on_drain_tick(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     long open = aos_http_server_connections(d->server);
-    if (open == 0 || elapsed_until(&d->drain_deadline) <= 0) {
+    if (open == 0 || seconds_until(&d->drain_deadline) <= 0) {
         if (open > 0) {
             char n[24];
             snprintf(n, sizeof n, "%ld", open);
             aos_warn("drain timeout: closing remaining connections", "connections", n, NULL);
         }
-        event_base_loopbreak(d->base);
+        event_base_loopbreak(aos_loop_base(d->main_loop));
         return;
     }
     struct timeval tv = {0, DRAIN_POLL_MS * 1000};
     evtimer_add(d->drain_timer, &tv);
 }
 
-static void begin_drain(struct daemon *d, int signo)
+static void begin_drain(struct daemon *d, const char *why)
 {
     if (d->draining) {
-        /* A second TERM/INT: stop waiting. */
-        aos_warn("second stop signal: exiting without waiting", NULL);
-        event_base_loopbreak(d->base);
+        aos_warn("second stop request: exiting without waiting", NULL);
+        event_base_loopbreak(aos_loop_base(d->main_loop));
         return;
     }
     d->draining = true;
-    aos_info("draining", "signal", strsignal(signo), NULL);
+    aos_info("draining", "reason", why, NULL);
     sd_notify(0, "STOPPING=1");
-    atomic_store(&d->app.not_ready, "draining");
+    aos_app_set_unready(&d->app, AOS_UNREADY_DRAINING, true, NULL);
     struct aos_runtime *rt = aos_runtime_acquire();
     double timeout = rt != NULL ? rt->conf->server.drain_timeout : 30;
     aos_runtime_release(rt);
@@ -221,66 +316,17 @@ static void on_signal(evutil_socket_t signo, short what, void *arg)
             reload(d);
         return;
     }
-    begin_drain(d, (int)signo);
+    begin_drain(d, strsignal((int)signo));
 }
 
-/* AOS_TESTING=1 only: echoes a JSON body so the black-box tests can
- * exercise body limits, JSON errors and the thread-pool round trip before
- * real JSON routes exist.  {"sleep_ms": N} holds a pool thread that long,
- * which makes in-flight work observable (drain, client disconnects). */
-struct testing_echo {
-    struct aos_http_request *req;
-    struct json_object *body;
-    int64_t sleep_ms;
-};
-
-static void testing_echo_work(void *arg)
+/* The database holds a schema this binary cannot serve: stop, loudly. */
+static void on_store_fatal(void *arg, const char *message)
 {
-    struct testing_echo *e = arg;
-    if (e->sleep_ms > 0) {
-        struct timespec ts = {(time_t)(e->sleep_ms / 1000), (long)(e->sleep_ms % 1000) * 1000000L};
-        nanosleep(&ts, NULL);
-    }
+    struct daemon *d = arg;
+    aos_err("cannot use the store: stopping", "error", message, NULL);
+    d->exit_code = EXIT_FAILURE;
+    begin_drain(d, "store schema");
 }
-
-static void testing_echo_done(void *arg)
-{
-    struct testing_echo *e = arg;
-    struct json_object *wrap = json_object_new_object();
-    json_object_object_add(wrap, "echo", e->body);
-    aos_http_respond_json(e->req, 200, wrap);
-    free(e);
-}
-
-static void handle_testing_echo(struct aos_http_request *req, void *ctx)
-{
-    struct aos_app *app = ctx;
-    struct json_object *obj = aos_http_body_json(req);
-    if (obj == NULL)
-        return;
-    char err[160];
-    int64_t sleep_ms = 0;
-    if (aos_json_get_int(obj, "sleep_ms", 0, 10000, &sleep_ms, err, sizeof err) < 0) {
-        json_object_put(obj);
-        aos_http_respond_error(req, 422, "invalid_field", "%s", err);
-        return;
-    }
-    struct testing_echo *e = malloc(sizeof *e);
-    if (e == NULL) {
-        json_object_put(obj);
-        aos_http_respond_error(req, 500, "internal", "out of memory");
-        return;
-    }
-    *e = (struct testing_echo){.req = req, .body = obj, .sleep_ms = sleep_ms};
-    if (aos_http_defer(req, app->pool, testing_echo_work, testing_echo_done, e) != 0) {
-        json_object_put(obj);
-        free(e);
-    }
-}
-
-static const struct aos_route testing_routes[] = {
-    {"POST", "/api/v1/testing/echo", handle_testing_echo, AOS_ROLE_NONE, 0},
-};
 
 static bool testing_mode(void)
 {
@@ -292,16 +338,19 @@ static bool testing_mode(void)
 static int serve(struct daemon *d, struct aos_runtime *rt)
 {
     int rc = EXIT_FAILURE;
-    char err[256];
+    char err[256] = "";
     struct event *sig_term = NULL, *sig_int = NULL, *sig_hup = NULL;
     const struct aos_conf_server *sc = &rt->conf->server;
 
-    d->app.started = time(NULL);
-    atomic_store(&d->app.not_ready, "starting");
-    err[0] = '\0';
+    aos_app_init(&d->app);
+    d->main_loop = aos_loop_new("main");
     d->router = aos_router_new();
-    if (d->router == NULL || aos_api_ops_register(d->router, &d->app, err, sizeof err) != 0 ||
-        (testing_mode() && aos_router_add(d->router, testing_routes, 1, &d->app, err, sizeof err) != 0)) {
+    if (d->main_loop == NULL || d->router == NULL) {
+        aos_err("out of memory at start-up", NULL);
+        goto out;
+    }
+    if (aos_api_ops_register(d->router, &d->app, err, sizeof err) != 0 ||
+        (testing_mode() && aos_api_testing_register(d->router, &d->app, err, sizeof err) != 0)) {
         aos_err("cannot register routes", "error", err, NULL);
         goto out;
     }
@@ -309,13 +358,15 @@ static int serve(struct daemon *d, struct aos_runtime *rt)
         aos_warn("AOS_TESTING=1: testing routes enabled; never use this in production", NULL);
     d->app.metrics = aos_metrics_new(d->router);
     d->app.pool = aos_pool_new(sc->workers, sc->pool_queue);
-    if (d->app.metrics == NULL || d->app.pool == NULL) {
+    d->app.store = aos_store_new(&rt->conf->store);
+    if (d->app.metrics == NULL || d->app.pool == NULL || d->app.store == NULL) {
         aos_err("out of memory at start-up", NULL);
         goto out;
     }
+    d->bringup = aos_bringup_new(d->main_loop, &d->app, on_store_fatal, d);
     d->server = aos_http_server_new(sc, d->router, d->app.metrics, &d->app);
     d->app.server = d->server;
-    if (d->server == NULL) {
+    if (d->bringup == NULL || d->server == NULL) {
         aos_err("cannot create the HTTP server", NULL);
         goto out;
     }
@@ -331,13 +382,11 @@ static int serve(struct daemon *d, struct aos_runtime *rt)
     aos_runtime_release(rt);
     rt = NULL;
 
-    d->base = event_base_new();
-    if (d->base == NULL)
-        goto out;
-    sig_term = evsignal_new(d->base, SIGTERM, on_signal, d);
-    sig_int = evsignal_new(d->base, SIGINT, on_signal, d);
-    sig_hup = evsignal_new(d->base, SIGHUP, on_signal, d);
-    d->drain_timer = evtimer_new(d->base, on_drain_tick, d);
+    struct event_base *base = aos_loop_base(d->main_loop);
+    sig_term = evsignal_new(base, SIGTERM, on_signal, d);
+    sig_int = evsignal_new(base, SIGINT, on_signal, d);
+    sig_hup = evsignal_new(base, SIGHUP, on_signal, d);
+    d->drain_timer = evtimer_new(base, on_drain_tick, d);
     if (sig_term == NULL || sig_int == NULL || sig_hup == NULL || d->drain_timer == NULL ||
         evsignal_add(sig_term, NULL) != 0 || evsignal_add(sig_int, NULL) != 0 || evsignal_add(sig_hup, NULL) != 0)
         goto out;
@@ -346,19 +395,29 @@ static int serve(struct daemon *d, struct aos_runtime *rt)
         aos_err("cannot start the HTTP loops", NULL);
         goto out;
     }
-    /* Plugins are up (loaded before we got here); the store joins this
-     * condition when it exists. */
-    atomic_store(&d->app.not_ready, NULL);
+    /* Serving starts now: /healthz answers and /readyz says why we are not
+     * ready until the store is connected, migrated and has the tenants. */
+    aos_bringup_start(d->bringup);
     char pid[16];
     snprintf(pid, sizeof pid, "%ld", (long)getpid());
     aos_info("aosd started", "version", PACKAGE_VERSION, "pid", pid, NULL);
     sd_notify(0, "READY=1");
 
-    event_base_dispatch(d->base);
-
-    aos_http_server_stop(d->server);
-    rc = EXIT_SUCCESS;
+    aos_loop_run(d->main_loop);
+    rc = d->exit_code;
 out:
+    if (d->server != NULL)
+        aos_http_server_stop(d->server);
+    /* The pool may still post completions: loops must outlive it, and the
+     * main loop's last completions run by hand. */
+    aos_pool_free(d->app.pool);
+    d->app.pool = NULL;
+    if (d->main_loop != NULL)
+        aos_loop_run_pending(d->main_loop);
+    aos_bringup_free(d->bringup);
+    aos_http_server_free(d->server);
+    aos_store_free(d->app.store);
+    aos_metrics_free(d->app.metrics);
     if (sig_term != NULL)
         event_free(sig_term);
     if (sig_int != NULL)
@@ -367,15 +426,9 @@ out:
         event_free(sig_hup);
     if (d->drain_timer != NULL)
         event_free(d->drain_timer);
-    if (d->server != NULL)
-        aos_http_server_stop(d->server);
-    /* The pool may still post completions: loops must outlive it. */
-    aos_pool_free(d->app.pool);
-    aos_http_server_free(d->server);
-    aos_metrics_free(d->app.metrics);
-    if (d->base != NULL)
-        event_base_free(d->base);
+    aos_loop_free(d->main_loop);
     aos_router_free(d->router);
+    aos_app_destroy(&d->app);
     aos_runtime_release(rt);
     aos_info("aosd stopped", NULL);
     return rc;
@@ -383,15 +436,17 @@ out:
 
 int main(int argc, char **argv)
 {
+    enum { OPT_MIGRATE = 256 };
     static const struct option options[] = {
         {"config", required_argument, NULL, 'c'},
         {"test", no_argument, NULL, 't'},
+        {"migrate", no_argument, NULL, OPT_MIGRATE},
         {"version", no_argument, NULL, 'v'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
-    struct daemon d = {.conf_path = AOSD_CONFDIR "/aosd.conf"};
-    bool test_only = false;
+    struct daemon d = {.conf_path = AOSD_CONFDIR "/aosd.conf", .exit_code = EXIT_SUCCESS};
+    bool test_only = false, migrate = false;
     int opt;
     while ((opt = getopt_long(argc, argv, "c:tvh", options, NULL)) != -1) {
         switch (opt) {
@@ -400,6 +455,9 @@ int main(int argc, char **argv)
             break;
         case 't':
             test_only = true;
+            break;
+        case OPT_MIGRATE:
+            migrate = true;
             break;
         case 'v':
             printf("aosd %s (plugin ABI %d.%d)\n", PACKAGE_VERSION, AOS_ABI_MAJOR, AOS_ABI_MINOR);
@@ -412,6 +470,8 @@ int main(int argc, char **argv)
             return 2;
         }
     }
+    if (migrate)
+        return run_migrate(d.conf_path, argc - optind, argv + optind);
     if (optind != argc) {
         fprintf(stderr, "aosd: unexpected argument '%s'\n", argv[optind]);
         usage(stderr);
@@ -425,10 +485,8 @@ int main(int argc, char **argv)
         return EXIT_FAILURE;
     }
 
+    struct aos_runtime *rt = load_generation(d.conf_path, NULL, false);
     if (test_only) {
-        /* Plugin refusals are logged at error level: keep them visible
-         * whatever the file's log level says. */
-        struct aos_runtime *rt = load_generation(d.conf_path, NULL, false);
         if (rt == NULL) {
             fprintf(stderr, "aosd: configuration %s is invalid\n", d.conf_path);
             return EXIT_FAILURE;
@@ -437,8 +495,6 @@ int main(int argc, char **argv)
         printf("configuration OK\n");
         return EXIT_SUCCESS;
     }
-
-    struct aos_runtime *rt = load_generation(d.conf_path, NULL, false);
     if (rt == NULL) {
         fprintf(stderr, "aosd: not started: fix the errors above (check with: aosd -t -c %s)\n", d.conf_path);
         return EXIT_FAILURE;

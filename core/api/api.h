@@ -1,11 +1,12 @@
 /*
- * The application object handed to every handler (req->app), and the
- * registration functions of the route groups.
+ * The application object handed to every handler (req->app), its
+ * readiness state, and the registration functions of the route groups.
  */
 #ifndef AOS_API_H
 #define AOS_API_H
 
-#include <stdatomic.h>
+#include <pthread.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <time.h>
 
@@ -13,16 +14,47 @@ struct aos_pool;
 struct aos_metrics;
 struct aos_router;
 struct aos_http_server;
+struct aos_http_request;
+struct aos_store;
+
+/* Why the node is not ready; each condition is tracked separately so that
+ * e.g. a store outage during a drain reports both. */
+enum aos_unready {
+    AOS_UNREADY_STARTING = 1u << 0, /* start-up not finished */
+    AOS_UNREADY_STORE = 1u << 1,    /* store unreachable or not migrated */
+    AOS_UNREADY_DRAINING = 1u << 2  /* SIGTERM received */
+};
 
 struct aos_app {
     struct aos_pool *pool;
     struct aos_metrics *metrics;
     struct aos_http_server *server;
+    struct aos_store *store;
     time_t started;
-    /* NULL when ready; otherwise a static string saying why not
-     * ("starting", "draining", ...). */
-    _Atomic(const char *) not_ready;
+
+    /* private: readiness, guarded by lock */
+    pthread_mutex_t lock;
+    unsigned unready;         /* enum aos_unready bits */
+    char store_reason[256];   /* why the store is unavailable (no secrets) */
 };
+
+void aos_app_init(struct aos_app *app);
+void aos_app_destroy(struct aos_app *app);
+/* Sets or clears a readiness condition.  reason (store only) is copied. */
+void aos_app_set_unready(struct aos_app *app, enum aos_unready what, bool on, const char *reason);
+/* True if condition `what` currently holds. */
+bool aos_app_unready(struct aos_app *app, enum aos_unready what);
+/* True when ready; otherwise writes "draining", "store unavailable: ..."
+ * etc. into reason. */
+bool aos_app_ready(struct aos_app *app, char *reason, size_t len);
+
+/* Answers a failed store call: 503 + Retry-After when the database is
+ * unreachable or busy, 409 on a constraint, 404 when not found, 500
+ * otherwise (the detail is logged, not sent). */
+void aos_api_store_error(struct aos_http_request *req, int status, const char *detail);
+
+/* AOS_TESTING=1 only: POST /api/v1/testing/echo (see aosd(8)). */
+int aos_api_testing_register(struct aos_router *router, struct aos_app *app, char *err, size_t errlen);
 
 /* /healthz, /readyz, /metrics. */
 int aos_api_ops_register(struct aos_router *router, struct aos_app *app, char *err, size_t errlen);

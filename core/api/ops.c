@@ -7,9 +7,13 @@
 #include "metrics.h"
 #include "plugin.h"
 #include "runtime.h"
+#include "store/store.h"
 #include "threadpool.h"
 
+#include <stdatomic.h>
+#include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 /* Liveness: the loop answers.  Deliberately checks nothing else, so an
@@ -21,14 +25,11 @@ static void handle_healthz(struct aos_http_request *req, void *ctx)
     aos_http_respond(req, 200, "application/json", body, sizeof body - 1);
 }
 
-/* Readiness: plugins loaded (and, later, the store reachable), not
- * draining.  Load balancers take us out of rotation on 503. */
-static void handle_readyz(struct aos_http_request *req, void *ctx)
+static void respond_readiness(struct aos_http_request *req, struct aos_app *app)
 {
-    struct aos_app *app = ctx;
-    const char *reason = atomic_load(&app->not_ready);
+    char reason[384];
     struct json_object *obj = json_object_new_object();
-    if (reason == NULL) {
+    if (aos_app_ready(app, reason, sizeof reason)) {
         json_object_object_add(obj, "status", json_object_new_string("ready"));
         aos_http_respond_json(req, 200, obj);
         return;
@@ -37,6 +38,60 @@ static void handle_readyz(struct aos_http_request *req, void *ctx)
     json_object_object_add(obj, "reason", json_object_new_string(reason));
     aos_http_add_header(req, "Retry-After", "1");
     aos_http_respond_json(req, 503, obj);
+}
+
+struct readyz_ping {
+    struct aos_http_request *req;
+    struct aos_app *app;
+    int rc;
+    char err[256];
+};
+
+static void readyz_ping_work(void *arg)
+{
+    struct readyz_ping *p = arg;
+    p->rc = aos_store_ping(p->app->store, p->err, sizeof p->err);
+}
+
+static void readyz_ping_done(void *arg)
+{
+    struct readyz_ping *p = arg;
+    aos_app_set_unready(p->app, AOS_UNREADY_STORE, p->rc != AOS_DB_OK, p->err);
+    respond_readiness(p->req, p->app);
+    free(p);
+}
+
+static uint64_t monotonic_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/* Readiness: start-up finished (plugins loaded, store connected and
+ * migrated), the store still answers, not draining.  Load balancers take
+ * the node out of rotation on 503.  The store is pinged at most once a
+ * second, so a flood of probes cannot saturate the worker pool. */
+static void handle_readyz(struct aos_http_request *req, void *ctx)
+{
+    struct aos_app *app = ctx;
+    static _Atomic uint64_t last_ping_ms;
+    uint64_t now = monotonic_ms(), last = atomic_load(&last_ping_ms);
+    /* During start-up the bring-up loop owns the store condition. */
+    if (app->store == NULL || aos_app_unready(app, AOS_UNREADY_STARTING) || now - last < 1000 ||
+        !atomic_compare_exchange_strong(&last_ping_ms, &last, now)) {
+        respond_readiness(req, app);
+        return;
+    }
+    struct readyz_ping *p = calloc(1, sizeof *p);
+    if (p == NULL) {
+        respond_readiness(req, app);
+        return;
+    }
+    p->req = req;
+    p->app = app;
+    if (aos_http_defer(req, app->pool, readyz_ping_work, readyz_ping_done, p) != 0)
+        free(p);
 }
 
 static void handle_metrics(struct aos_http_request *req, void *ctx)
@@ -51,7 +106,7 @@ static void handle_metrics(struct aos_http_request *req, void *ctx)
         {"aosd_config_generation", "Configuration generation in force (1 at start, +1 per reload).", generation},
         {"aosd_http_connections", "Open client connections.", (double)aos_http_server_connections(app->server)},
         {"aosd_pool_pending_jobs", "Blocking jobs queued or running.", (double)aos_pool_pending(app->pool)},
-        {"aosd_ready", "1 when ready to serve.", atomic_load(&app->not_ready) == NULL ? 1.0 : 0.0},
+        {"aosd_ready", "1 when ready to serve.", aos_app_ready(app, NULL, 0) ? 1.0 : 0.0},
         {"aosd_uptime_seconds", "Seconds since start.", difftime(time(NULL), app->started)},
     };
     size_t len = 0;
