@@ -1,3 +1,1027 @@
 #include "config.h"
-/* placeholder: being written */
-typedef int aos_placeholder_t;
+/*
+ * Typed, tenant-scoped store operations (ops.h).
+ *
+ * One SQL text per operation serves both drivers: $1..$n placeholders,
+ * unix-ms integers for time, ids generated here (libuuid), flags as 0/1
+ * (db/<driver>/0001_initial.up.sql states the conventions).  Every text is
+ * a constant and every value a parameter: no SQL is ever built from input.
+ * Every statement on tenant-owned rows has `tenant_id = $1`.
+ */
+#include "store/ops.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <json-c/json.h>
+#include <uuid/uuid.h>
+
+/* Usage not attributed to an agent (see the usage table). */
+static const char NIL_ID[] = "00000000-0000-0000-0000-000000000000";
+
+#define NPARAMS(p) (sizeof(p) / sizeof((p)[0]))
+
+static void seterr(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void seterr(char *err, size_t errlen, const char *fmt, ...)
+{
+    va_list ap;
+
+    if (err == NULL || errlen == 0)
+        return;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap); /* a truncated reason is still a reason */
+    va_end(ap);
+}
+
+/* ---------------------------------------------------------------- helpers */
+
+int64_t aos_store_now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+void aos_store_id_new(char out[AOS_ID_LEN])
+{
+    uuid_t u;
+
+    uuid_generate_random(u);
+    uuid_unparse_lower(u, out);
+}
+
+bool aos_store_id_norm(const char *in, char out[AOS_ID_LEN])
+{
+    uuid_t u;
+
+    if (in == NULL || strlen(in) != AOS_ID_LEN - 1 || uuid_parse(in, u) != 0)
+        return false;
+    uuid_unparse_lower(u, out);
+    return true;
+}
+
+void aos_store_day(int64_t ms, char out[AOS_DAY_LEN])
+{
+    time_t t = (time_t)(ms / 1000);
+    struct tm tm;
+
+    if (gmtime_r(&t, &tm) == NULL || strftime(out, AOS_DAY_LEN, "%Y-%m-%d", &tm) != AOS_DAY_LEN - 1)
+        snprintf(out, AOS_DAY_LEN, "1970-01-01"); /* a time gmtime cannot express: not from a clock */
+}
+
+bool aos_store_role_valid(const char *role)
+{
+    return role != NULL &&
+           (strcmp(role, "admin") == 0 || strcmp(role, "approver") == 0 || strcmp(role, "user") == 0);
+}
+
+static bool day_valid(const char *day)
+{
+    size_t i;
+
+    if (day == NULL || strlen(day) != AOS_DAY_LEN - 1)
+        return false;
+    for (i = 0; i < AOS_DAY_LEN - 1; i++) {
+        if (i == 4 || i == 7) {
+            if (day[i] != '-')
+                return false;
+        } else if (!isdigit((unsigned char)day[i])) {
+            return false;
+        }
+    }
+    return true;
+}
+
+static int not_found(char *err, size_t errlen, const char *what)
+{
+    seterr(err, errlen, "%s not found", what);
+    return AOS_DB_NOT_FOUND;
+}
+
+static int oom(char *err, size_t errlen)
+{
+    seterr(err, errlen, "out of memory");
+    return AOS_DB_ERROR;
+}
+
+/* A cell into a fixed-size id/role field; a value that does not fit is a
+ * schema/driver bug, reported rather than truncated. */
+static int cell_fixed(const struct aos_db_result *r, size_t row, size_t col, char *dst, size_t size,
+                      char *err, size_t errlen)
+{
+    const char *s = aos_db_result_text(r, row, col);
+    size_t len = s != NULL ? strlen(s) : 0;
+
+    if (len >= size) {
+        seterr(err, errlen, "store returned a %zu-byte value for a %zu-byte field", len, size - 1);
+        return AOS_DB_ERROR;
+    }
+    memcpy(dst, s != NULL ? s : "", len);
+    dst[len] = '\0';
+    return AOS_DB_OK;
+}
+
+/* A cell into a malloc'd string (NULL for SQL NULL). */
+static int cell_dup(const struct aos_db_result *r, size_t row, size_t col, char **dst, char *err,
+                    size_t errlen)
+{
+    const char *s = aos_db_result_text(r, row, col);
+
+    *dst = NULL;
+    if (s == NULL)
+        return AOS_DB_OK;
+    *dst = strdup(s);
+    return *dst != NULL ? AOS_DB_OK : oom(err, errlen);
+}
+
+/* Runs a statement that must change one row: 0 rows is NOT_FOUND. */
+static int exec_one(struct aos_store_tx *tx, const char *sql, const struct aos_db_param *p, size_t np,
+                    const char *what, char *err, size_t errlen)
+{
+    struct aos_db_result *res = NULL;
+    int rc;
+
+    rc = aos_store_exec(tx, sql, p, np, &res, err, errlen);
+    if (rc == AOS_DB_OK && aos_db_result_changes(res) == 0)
+        rc = not_found(err, errlen, what);
+    aos_db_result_free(res);
+    return rc;
+}
+
+/* ---------------------------------------------------------------- tenants */
+
+static const char SQL_TENANT_STATE[] = "SELECT id, name, active FROM tenants";
+static const char SQL_TENANT_DEACTIVATE[] =
+    "UPDATE tenants SET active = 0, updated_at = $2 WHERE id = $1 AND active = 1";
+/* Moves a tenant's old name out of the way ('~' never appears in a
+ * configured name) so that names can move between tenants in one sync. */
+static const char SQL_TENANT_PARK_NAME[] = "UPDATE tenants SET name = '~' || id WHERE id = $1 AND name <> $2";
+/* Changes the row only when something differs, so updated_at means
+ * "changed" and a repeated sync writes nothing. */
+static const char SQL_TENANT_UPSERT[] =
+    "INSERT INTO tenants (id, name, settings, active, created_at, updated_at) VALUES ($1, $2, $3, 1, $4, $4) "
+    "ON CONFLICT (id) DO UPDATE SET name = excluded.name, settings = excluded.settings, active = 1, "
+    "updated_at = excluded.updated_at "
+    "WHERE tenants.name <> excluded.name OR tenants.settings <> excluded.settings OR tenants.active <> 1";
+#define TENANT_COLS "id, name, settings, active, created_at, updated_at"
+static const char SQL_TENANT_GET[] = "SELECT " TENANT_COLS " FROM tenants WHERE id = $1";
+static const char SQL_TENANT_LIST_ACTIVE[] =
+    "SELECT " TENANT_COLS " FROM tenants WHERE active = 1 ORDER BY name, id";
+static const char SQL_TENANT_LIST_ALL[] = "SELECT " TENANT_COLS " FROM tenants ORDER BY name, id";
+
+void aos_tenant_clear(struct aos_tenant *t)
+{
+    if (t == NULL)
+        return;
+    free(t->name);
+    free(t->settings);
+    memset(t, 0, sizeof(*t));
+}
+
+void aos_tenants_free(struct aos_tenant *t, size_t n)
+{
+    size_t i;
+
+    if (t == NULL)
+        return;
+    for (i = 0; i < n; i++)
+        aos_tenant_clear(&t[i]);
+    free(t);
+}
+
+static int tenant_from_row(const struct aos_db_result *r, size_t row, struct aos_tenant *t, char *err,
+                           size_t errlen)
+{
+    int rc;
+
+    memset(t, 0, sizeof(*t));
+    if ((rc = cell_fixed(r, row, 0, t->id, sizeof(t->id), err, errlen)) != AOS_DB_OK ||
+        (rc = cell_dup(r, row, 1, &t->name, err, errlen)) != AOS_DB_OK ||
+        (rc = cell_dup(r, row, 2, &t->settings, err, errlen)) != AOS_DB_OK) {
+        aos_tenant_clear(t);
+        return rc;
+    }
+    t->active = aos_db_result_int(r, row, 3) != 0;
+    t->created_at = aos_db_result_int(r, row, 4);
+    t->updated_at = aos_db_result_int(r, row, 5);
+    return AOS_DB_OK;
+}
+
+static bool json_add(struct json_object *o, const char *key, struct json_object *v)
+{
+    if (v == NULL)
+        return false;
+    if (json_object_object_add(o, key, v) != 0) {
+        json_object_put(v);
+        return false;
+    }
+    return true;
+}
+
+static struct json_object *rate_json(const struct aos_rate *r)
+{
+    struct json_object *o = json_object_new_object();
+
+    if (o == NULL)
+        return NULL;
+    if (!json_add(o, "per_minute", json_object_new_int(r->per_minute)) ||
+        !json_add(o, "burst", json_object_new_int(r->burst))) {
+        json_object_put(o);
+        return NULL;
+    }
+    return o;
+}
+
+/* The settings column of a configured tenant.  json-c keeps insertion
+ * order, so the same config always gives the same text (the SQLite upsert
+ * compares it as text).  Returns malloc'd text or NULL (out of memory). */
+static char *tenant_settings(const struct aos_conf_tenant *t)
+{
+    struct json_object *o = json_object_new_object();
+    struct json_object *limits = NULL, *budgets = NULL, *plugins = NULL;
+    char *text = NULL;
+    size_t i;
+
+    if (o == NULL)
+        return NULL;
+    limits = json_object_new_object();
+    if (!json_add(o, "limits", limits) || !json_add(limits, "read", rate_json(&t->read)) ||
+        !json_add(limits, "write", rate_json(&t->write)))
+        goto out;
+    budgets = json_object_new_object();
+    if (!json_add(o, "budgets", budgets) ||
+        !json_add(budgets, "tokens_day", json_object_new_int64(t->budget_tokens_day)) ||
+        !json_add(budgets, "tokens_month", json_object_new_int64(t->budget_tokens_month)) ||
+        !json_add(budgets, "micro_usd_day", json_object_new_int64(t->budget_micro_usd_day)) ||
+        !json_add(budgets, "micro_usd_month", json_object_new_int64(t->budget_micro_usd_month)))
+        goto out;
+    if (t->nplugins > 0) {
+        plugins = json_object_new_array();
+        if (!json_add(o, "plugins", plugins))
+            goto out;
+        for (i = 0; i < t->nplugins; i++) {
+            struct json_object *s = json_object_new_string(t->plugins[i]);
+
+            if (s == NULL || json_object_array_add(plugins, s) != 0) {
+                json_object_put(s);
+                goto out;
+            }
+        }
+    } else if (json_object_object_add(o, "plugins", NULL) != 0) { /* null: every enabled plugin */
+        goto out;
+    }
+    if (!json_add(o, "autonomy",
+                  json_object_new_string(t->autonomy != NULL && t->autonomy[0] != '\0' ? t->autonomy
+                                                                                       : "supervised")))
+        goto out;
+    text = strdup(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
+out:
+    json_object_put(o);
+    return text;
+}
+
+struct tenant_state {
+    char id[AOS_ID_LEN];
+    bool active;
+};
+
+static int tenant_state_read(struct aos_store_tx *tx, struct tenant_state **out, size_t *n, char *err,
+                             size_t errlen)
+{
+    struct aos_db_result *res = NULL;
+    struct tenant_state *st = NULL;
+    size_t i, rows;
+    int rc;
+
+    *out = NULL;
+    *n = 0;
+    rc = aos_store_exec(tx, SQL_TENANT_STATE, NULL, 0, &res, err, errlen);
+    if (rc != AOS_DB_OK)
+        goto out;
+    rows = aos_db_result_rows(res);
+    if (rows == 0)
+        goto out;
+    st = calloc(rows, sizeof(*st));
+    if (st == NULL) {
+        rc = oom(err, errlen);
+        goto out;
+    }
+    for (i = 0; i < rows; i++) {
+        rc = cell_fixed(res, i, 0, st[i].id, sizeof(st[i].id), err, errlen);
+        if (rc != AOS_DB_OK)
+            goto out;
+        st[i].active = aos_db_result_int(res, i, 2) != 0;
+    }
+    *out = st;
+    *n = rows;
+    st = NULL;
+out:
+    free(st);
+    aos_db_result_free(res);
+    return rc;
+}
+
+static const struct tenant_state *tenant_state_find(const struct tenant_state *st, size_t n, const char *id)
+{
+    size_t i;
+
+    for (i = 0; i < n; i++)
+        if (strcmp(st[i].id, id) == 0)
+            return &st[i];
+    return NULL;
+}
+
+int aos_store_tenants_sync_stats(struct aos_store_tx *tx, const struct aos_conf_tenant *tenants, size_t n,
+                                 struct aos_tenant_sync_stats *stats, char *err, size_t errlen)
+{
+    struct aos_tenant_sync_stats local = {0, 0, 0, 0};
+    struct tenant_state *st = NULL;
+    struct aos_db_result *res = NULL;
+    char(*ids)[AOS_ID_LEN] = NULL;
+    char *settings = NULL;
+    int64_t now = aos_store_now_ms();
+    size_t nst = 0, i, j;
+    int rc;
+
+    if (n > 0) {
+        ids = calloc(n, sizeof(*ids));
+        if (ids == NULL)
+            return oom(err, errlen);
+    }
+    for (i = 0; i < n; i++) {
+        if (!aos_store_id_norm(tenants[i].id, ids[i]) || tenants[i].name == NULL ||
+            tenants[i].name[0] == '\0') {
+            seterr(err, errlen, "tenant %zu of the configuration has a malformed id or no name", i + 1);
+            rc = AOS_DB_CONSTRAINT;
+            goto out;
+        }
+    }
+    rc = tenant_state_read(tx, &st, &nst, err, errlen);
+    if (rc != AOS_DB_OK)
+        goto out;
+
+    /* 1. Active tenants no longer configured: deactivated, never deleted. */
+    for (i = 0; i < nst; i++) {
+        bool configured = false;
+
+        for (j = 0; j < n && !configured; j++)
+            configured = strcmp(st[i].id, ids[j]) == 0;
+        if (configured || !st[i].active)
+            continue;
+        struct aos_db_param p[] = {AOS_DB_P_TEXT(st[i].id), AOS_DB_P_INT(now)};
+        rc = aos_store_exec(tx, SQL_TENANT_DEACTIVATE, p, NPARAMS(p), NULL, err, errlen);
+        if (rc != AOS_DB_OK)
+            goto out;
+        local.deactivated++;
+    }
+    /* 2. Renamed tenants release their old names first. */
+    for (i = 0; i < n; i++) {
+        if (tenant_state_find(st, nst, ids[i]) == NULL)
+            continue;
+        struct aos_db_param p[] = {AOS_DB_P_TEXT(ids[i]), AOS_DB_P_TEXT(tenants[i].name)};
+        rc = aos_store_exec(tx, SQL_TENANT_PARK_NAME, p, NPARAMS(p), NULL, err, errlen);
+        if (rc != AOS_DB_OK)
+            goto out;
+    }
+    /* 3. Insert or update each configured tenant. */
+    for (i = 0; i < n; i++) {
+        bool existed = tenant_state_find(st, nst, ids[i]) != NULL;
+
+        settings = tenant_settings(&tenants[i]);
+        if (settings == NULL) {
+            rc = oom(err, errlen);
+            goto out;
+        }
+        struct aos_db_param p[] = {AOS_DB_P_TEXT(ids[i]), AOS_DB_P_TEXT(tenants[i].name),
+                                   AOS_DB_P_TEXT(settings), AOS_DB_P_INT(now)};
+        rc = aos_store_exec(tx, SQL_TENANT_UPSERT, p, NPARAMS(p), &res, err, errlen);
+        if (rc != AOS_DB_OK)
+            goto out;
+        if (!existed)
+            local.added++;
+        else if (aos_db_result_changes(res) > 0)
+            local.updated++;
+        else
+            local.unchanged++;
+        aos_db_result_free(res);
+        res = NULL;
+        free(settings);
+        settings = NULL;
+    }
+    if (stats != NULL)
+        *stats = local;
+out:
+    aos_db_result_free(res);
+    free(settings);
+    free(st);
+    free(ids);
+    return rc;
+}
+
+int aos_store_tenants_sync(struct aos_store_tx *tx, const struct aos_conf_tenant *tenants, size_t n,
+                           char *err, size_t errlen)
+{
+    return aos_store_tenants_sync_stats(tx, tenants, n, NULL, err, errlen);
+}
+
+int aos_store_tenant_get(struct aos_store_tx *tx, const char *tenant_id, struct aos_tenant *out, char *err,
+                         size_t errlen)
+{
+    struct aos_db_result *res = NULL;
+    char id[AOS_ID_LEN];
+    int rc;
+
+    memset(out, 0, sizeof(*out));
+    if (!aos_store_id_norm(tenant_id, id))
+        return not_found(err, errlen, "tenant");
+    struct aos_db_param p[] = {AOS_DB_P_TEXT(id)};
+    rc = aos_store_exec(tx, SQL_TENANT_GET, p, NPARAMS(p), &res, err, errlen);
+    if (rc == AOS_DB_OK)
+        rc = aos_db_result_rows(res) == 1 ? tenant_from_row(res, 0, out, err, errlen)
+                                          : not_found(err, errlen, "tenant");
+    aos_db_result_free(res);
+    return rc;
+}
+
+int aos_store_tenant_list(struct aos_store_tx *tx, bool include_inactive, struct aos_tenant **out, size_t *n,
+                          char *err, size_t errlen)
+{
+    struct aos_db_result *res = NULL;
+    struct aos_tenant *list = NULL;
+    size_t i, rows = 0;
+    int rc;
+
+    *out = NULL;
+    *n = 0;
+    rc = aos_store_exec(tx, include_inactive ? SQL_TENANT_LIST_ALL : SQL_TENANT_LIST_ACTIVE, NULL, 0, &res,
+                        err, errlen);
+    if (rc != AOS_DB_OK)
+        goto out;
+    rows = aos_db_result_rows(res);
+    if (rows == 0)
+        goto out;
+    list = calloc(rows, sizeof(*list));
+    if (list == NULL) {
+        rc = oom(err, errlen);
+        goto out;
+    }
+    for (i = 0; i < rows; i++) {
+        rc = tenant_from_row(res, i, &list[i], err, errlen);
+        if (rc != AOS_DB_OK)
+            goto out;
+    }
+    *out = list;
+    *n = rows;
+    list = NULL;
+out:
+    aos_tenants_free(list, rows);
+    aos_db_result_free(res);
+    return rc;
+}
+
+/* ---------------------------------------------------------------- users */
+
+#define USER_COLS "id, tenant_id, email, role, created_at, updated_at"
+static const char SQL_USER_INSERT[] =
+    "INSERT INTO users (id, tenant_id, email, password_hash, role, created_at, updated_at) "
+    "VALUES ($1, $2, $3, $4, $5, $6, $6)";
+static const char SQL_USER_GET[] =
+    "SELECT " USER_COLS ", password_hash FROM users WHERE tenant_id = $1 AND id = $2";
+static const char SQL_USER_GET_EMAIL[] =
+    "SELECT " USER_COLS ", password_hash FROM users WHERE tenant_id = $1 AND email = $2";
+static const char SQL_USER_LIST_FIRST[] =
+    "SELECT " USER_COLS " FROM users WHERE tenant_id = $1 ORDER BY created_at, id LIMIT $2";
+/* Keyset paging: a row-value comparison both dialects run off the index
+ * (tenant_id, created_at, id). */
+static const char SQL_USER_LIST_AFTER[] = "SELECT " USER_COLS " FROM users WHERE tenant_id = $1 "
+                                          "AND (created_at, id) > ($2, $3) ORDER BY created_at, id LIMIT $4";
+static const char SQL_USER_SET_ROLE[] =
+    "UPDATE users SET role = $3, updated_at = $4 WHERE tenant_id = $1 AND id = $2";
+static const char SQL_USER_SET_HASH[] =
+    "UPDATE users SET password_hash = $3, updated_at = $4 WHERE tenant_id = $1 AND id = $2";
+static const char SQL_USER_DELETE[] = "DELETE FROM users WHERE tenant_id = $1 AND id = $2";
+
+void aos_user_clear(struct aos_user *u)
+{
+    if (u == NULL)
+        return;
+    free(u->email);
+    if (u->password_hash != NULL) {
+        explicit_bzero(u->password_hash, strlen(u->password_hash));
+        free(u->password_hash);
+    }
+    memset(u, 0, sizeof(*u));
+}
+
+void aos_users_free(struct aos_user *u, size_t n)
+{
+    size_t i;
+
+    if (u == NULL)
+        return;
+    for (i = 0; i < n; i++)
+        aos_user_clear(&u[i]);
+    free(u);
+}
+
+static int user_from_row(const struct aos_db_result *r, size_t row, struct aos_user *u, char *err,
+                         size_t errlen)
+{
+    int rc;
+
+    memset(u, 0, sizeof(*u));
+    if ((rc = cell_fixed(r, row, 0, u->id, sizeof(u->id), err, errlen)) != AOS_DB_OK ||
+        (rc = cell_fixed(r, row, 1, u->tenant_id, sizeof(u->tenant_id), err, errlen)) != AOS_DB_OK ||
+        (rc = cell_dup(r, row, 2, &u->email, err, errlen)) != AOS_DB_OK ||
+        (rc = cell_fixed(r, row, 3, u->role, sizeof(u->role), err, errlen)) != AOS_DB_OK ||
+        (aos_db_result_cols(r) > 6 &&
+         (rc = cell_dup(r, row, 6, &u->password_hash, err, errlen)) != AOS_DB_OK)) {
+        aos_user_clear(u);
+        return rc;
+    }
+    u->created_at = aos_db_result_int(r, row, 4);
+    u->updated_at = aos_db_result_int(r, row, 5);
+    return AOS_DB_OK;
+}
+
+int aos_store_user_create(struct aos_store_tx *tx, const char *tenant_id, const char *email,
+                          const char *password_hash, const char *role, char id_out[AOS_ID_LEN], char *err,
+                          size_t errlen)
+{
+    char tid[AOS_ID_LEN], id[AOS_ID_LEN];
+    int rc;
+
+    if (!aos_store_id_norm(tenant_id, tid))
+        return not_found(err, errlen, "tenant");
+    if (email == NULL || email[0] == '\0') {
+        seterr(err, errlen, "user email is empty");
+        return AOS_DB_CONSTRAINT;
+    }
+    if (!aos_store_role_valid(role)) {
+        seterr(err, errlen, "role must be admin, approver or user");
+        return AOS_DB_CONSTRAINT;
+    }
+    aos_store_id_new(id);
+    struct aos_db_param p[] = {AOS_DB_P_TEXT(id),    AOS_DB_P_TEXT(tid),
+                               AOS_DB_P_TEXT(email), AOS_DB_P_TEXT(password_hash),
+                               AOS_DB_P_TEXT(role),  AOS_DB_P_INT(aos_store_now_ms())};
+    rc = aos_store_exec(tx, SQL_USER_INSERT, p, NPARAMS(p), NULL, err, errlen);
+    if (rc == AOS_DB_OK)
+        memcpy(id_out, id, AOS_ID_LEN);
+    else if (rc == AOS_DB_CONSTRAINT)
+        seterr(err, errlen, "a user with this email exists in the tenant, or the tenant does not exist");
+    return rc;
+}
+
+static int user_get(struct aos_store_tx *tx, const char *sql, const char *tid, const char *key,
+                    struct aos_user *out, char *err, size_t errlen)
+{
+    struct aos_db_result *res = NULL;
+    int rc;
+
+    struct aos_db_param p[] = {AOS_DB_P_TEXT(tid), AOS_DB_P_TEXT(key)};
+    rc = aos_store_exec(tx, sql, p, NPARAMS(p), &res, err, errlen);
+    if (rc == AOS_DB_OK)
+        rc = aos_db_result_rows(res) == 1 ? user_from_row(res, 0, out, err, errlen)
+                                          : not_found(err, errlen, "user");
+    aos_db_result_free(res);
+    return rc;
+}
+
+int aos_store_user_get(struct aos_store_tx *tx, const char *tenant_id, const char *user_id,
+                       struct aos_user *out, char *err, size_t errlen)
+{
+    char tid[AOS_ID_LEN], uid[AOS_ID_LEN];
+
+    memset(out, 0, sizeof(*out));
+    if (!aos_store_id_norm(tenant_id, tid) || !aos_store_id_norm(user_id, uid))
+        return not_found(err, errlen, "user");
+    return user_get(tx, SQL_USER_GET, tid, uid, out, err, errlen);
+}
+
+int aos_store_user_get_by_email(struct aos_store_tx *tx, const char *tenant_id, const char *email,
+                                struct aos_user *out, char *err, size_t errlen)
+{
+    char tid[AOS_ID_LEN];
+
+    memset(out, 0, sizeof(*out));
+    if (!aos_store_id_norm(tenant_id, tid) || email == NULL)
+        return not_found(err, errlen, "user");
+    return user_get(tx, SQL_USER_GET_EMAIL, tid, email, out, err, errlen);
+}
+
+/* Cursor "<created_at>.<id>": the last row of the previous page. */
+static bool cursor_parse(const char *cursor, int64_t *created_at, char id[AOS_ID_LEN])
+{
+    char *end;
+    long long v;
+
+    if (!isdigit((unsigned char)cursor[0]))
+        return false;
+    errno = 0;
+    v = strtoll(cursor, &end, 10);
+    if (errno != 0 || *end != '.')
+        return false;
+    *created_at = (int64_t)v;
+    return aos_store_id_norm(end + 1, id);
+}
+
+int aos_store_user_list(struct aos_store_tx *tx, const char *tenant_id, const char *cursor, size_t limit,
+                        struct aos_user **out, size_t *n, char next_cursor[AOS_CURSOR_LEN], char *err,
+                        size_t errlen)
+{
+    struct aos_db_result *res = NULL;
+    struct aos_user *list = NULL;
+    char tid[AOS_ID_LEN], after_id[AOS_ID_LEN];
+    int64_t after_ts = 0;
+    size_t i, rows = 0, take = 0;
+    bool first = cursor == NULL || cursor[0] == '\0';
+    int rc;
+
+    *out = NULL;
+    *n = 0;
+    next_cursor[0] = '\0';
+    if (limit < 1 || limit > 1000) {
+        seterr(err, errlen, "page size must be 1 to 1000");
+        return AOS_DB_CONSTRAINT;
+    }
+    if (!first && !cursor_parse(cursor, &after_ts, after_id)) {
+        seterr(err, errlen, "malformed cursor");
+        return AOS_DB_CONSTRAINT;
+    }
+    if (!aos_store_id_norm(tenant_id, tid))
+        return AOS_DB_OK; /* no such tenant: an empty list, as for any tenant without users */
+    /* One row more than the page tells whether another page follows. */
+    if (first) {
+        struct aos_db_param p[] = {AOS_DB_P_TEXT(tid), AOS_DB_P_INT(limit + 1)};
+        rc = aos_store_exec(tx, SQL_USER_LIST_FIRST, p, NPARAMS(p), &res, err, errlen);
+    } else {
+        struct aos_db_param p[] = {AOS_DB_P_TEXT(tid), AOS_DB_P_INT(after_ts), AOS_DB_P_TEXT(after_id),
+                                   AOS_DB_P_INT(limit + 1)};
+        rc = aos_store_exec(tx, SQL_USER_LIST_AFTER, p, NPARAMS(p), &res, err, errlen);
+    }
+    if (rc != AOS_DB_OK)
+        goto out;
+    rows = aos_db_result_rows(res);
+    take = rows > limit ? limit : rows;
+    if (take == 0)
+        goto out;
+    list = calloc(take, sizeof(*list));
+    if (list == NULL) {
+        rc = oom(err, errlen);
+        goto out;
+    }
+    for (i = 0; i < take; i++) {
+        rc = user_from_row(res, i, &list[i], err, errlen);
+        if (rc != AOS_DB_OK)
+            goto out;
+    }
+    if (rows > limit)
+        snprintf(next_cursor, AOS_CURSOR_LEN, "%" PRId64 ".%s", list[take - 1].created_at, list[take - 1].id);
+    *out = list;
+    *n = take;
+    list = NULL;
+out:
+    aos_users_free(list, take);
+    aos_db_result_free(res);
+    return rc;
+}
+
+int aos_store_user_set_role(struct aos_store_tx *tx, const char *tenant_id, const char *user_id,
+                            const char *role, char *err, size_t errlen)
+{
+    char tid[AOS_ID_LEN], uid[AOS_ID_LEN];
+
+    if (!aos_store_role_valid(role)) {
+        seterr(err, errlen, "role must be admin, approver or user");
+        return AOS_DB_CONSTRAINT;
+    }
+    if (!aos_store_id_norm(tenant_id, tid) || !aos_store_id_norm(user_id, uid))
+        return not_found(err, errlen, "user");
+    struct aos_db_param p[] = {AOS_DB_P_TEXT(tid), AOS_DB_P_TEXT(uid), AOS_DB_P_TEXT(role),
+                               AOS_DB_P_INT(aos_store_now_ms())};
+    return exec_one(tx, SQL_USER_SET_ROLE, p, NPARAMS(p), "user", err, errlen);
+}
+
+int aos_store_user_set_password_hash(struct aos_store_tx *tx, const char *tenant_id, const char *user_id,
+                                     const char *password_hash, char *err, size_t errlen)
+{
+    char tid[AOS_ID_LEN], uid[AOS_ID_LEN];
+
+    if (!aos_store_id_norm(tenant_id, tid) || !aos_store_id_norm(user_id, uid))
+        return not_found(err, errlen, "user");
+    struct aos_db_param p[] = {AOS_DB_P_TEXT(tid), AOS_DB_P_TEXT(uid), AOS_DB_P_TEXT(password_hash),
+                               AOS_DB_P_INT(aos_store_now_ms())};
+    return exec_one(tx, SQL_USER_SET_HASH, p, NPARAMS(p), "user", err, errlen);
+}
+
+int aos_store_user_delete(struct aos_store_tx *tx, const char *tenant_id, const char *user_id, char *err,
+                          size_t errlen)
+{
+    char tid[AOS_ID_LEN], uid[AOS_ID_LEN];
+
+    if (!aos_store_id_norm(tenant_id, tid) || !aos_store_id_norm(user_id, uid))
+        return not_found(err, errlen, "user");
+    struct aos_db_param p[] = {AOS_DB_P_TEXT(tid), AOS_DB_P_TEXT(uid)};
+    return exec_one(tx, SQL_USER_DELETE, p, NPARAMS(p), "user", err, errlen);
+}
+
+/* ---------------------------------------------------------------- API keys */
+
+#define KEY_COLS \
+    "id, tenant_id, user_id, name, prefix, role, created_at, expires_at, revoked_at, last_used_at"
+static const char SQL_KEY_INSERT[] =
+    "INSERT INTO api_keys (id, tenant_id, user_id, name, prefix, secret_hash, role, created_at, expires_at) "
+    "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
+static const char SQL_KEY_BY_PREFIX[] = "SELECT " KEY_COLS ", secret_hash FROM api_keys WHERE prefix = $1 "
+                                        "AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > $2)";
+static const char SQL_KEY_GET[] = "SELECT " KEY_COLS " FROM api_keys WHERE tenant_id = $1 AND id = $2";
+/* [by user][include revoked] */
+static const char *const SQL_KEY_LIST[2][2] = {
+    {"SELECT " KEY_COLS " FROM api_keys WHERE tenant_id = $1 AND revoked_at IS NULL ORDER BY created_at, id",
+     "SELECT " KEY_COLS " FROM api_keys WHERE tenant_id = $1 ORDER BY created_at, id"},
+    {"SELECT " KEY_COLS " FROM api_keys WHERE tenant_id = $1 AND user_id = $2 AND revoked_at IS NULL "
+     "ORDER BY created_at, id",
+     "SELECT " KEY_COLS " FROM api_keys WHERE tenant_id = $1 AND user_id = $2 ORDER BY created_at, id"},
+};
+static const char SQL_KEY_REVOKE[] =
+    "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, $3) WHERE tenant_id = $1 AND id = $2";
+static const char SQL_KEY_REVOKE_OWN[] = "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, $3) WHERE "
+                                         "tenant_id = $1 AND id = $2 AND user_id = $4";
+static const char SQL_KEY_TOUCH[] = "UPDATE api_keys SET last_used_at = $3 WHERE tenant_id = $1 AND id = $2 "
+                                    "AND (last_used_at IS NULL OR last_used_at < $4)";
+#define KEY_TOUCH_INTERVAL_MS 60000
+
+void aos_api_key_clear(struct aos_api_key *k)
+{
+    if (k == NULL)
+        return;
+    free(k->name);
+    free(k->prefix);
+    if (k->secret_hash != NULL) {
+        explicit_bzero(k->secret_hash, strlen(k->secret_hash));
+        free(k->secret_hash);
+    }
+    memset(k, 0, sizeof(*k));
+}
+
+void aos_api_keys_free(struct aos_api_key *k, size_t n)
+{
+    size_t i;
+
+    if (k == NULL)
+        return;
+    for (i = 0; i < n; i++)
+        aos_api_key_clear(&k[i]);
+    free(k);
+}
+
+static int key_from_row(const struct aos_db_result *r, size_t row, struct aos_api_key *k, char *err,
+                        size_t errlen)
+{
+    int rc;
+
+    memset(k, 0, sizeof(*k));
+    if ((rc = cell_fixed(r, row, 0, k->id, sizeof(k->id), err, errlen)) != AOS_DB_OK ||
+        (rc = cell_fixed(r, row, 1, k->tenant_id, sizeof(k->tenant_id), err, errlen)) != AOS_DB_OK ||
+        (rc = cell_fixed(r, row, 2, k->user_id, sizeof(k->user_id), err, errlen)) != AOS_DB_OK ||
+        (rc = cell_dup(r, row, 3, &k->name, err, errlen)) != AOS_DB_OK ||
+        (rc = cell_dup(r, row, 4, &k->prefix, err, errlen)) != AOS_DB_OK ||
+        (rc = cell_fixed(r, row, 5, k->role, sizeof(k->role), err, errlen)) != AOS_DB_OK ||
+        (aos_db_result_cols(r) > 10 &&
+         (rc = cell_dup(r, row, 10, &k->secret_hash, err, errlen)) != AOS_DB_OK)) {
+        aos_api_key_clear(k);
+        return rc;
+    }
+    k->created_at = aos_db_result_int(r, row, 6);
+    k->expires_at = aos_db_result_int(r, row, 7);
+    k->revoked_at = aos_db_result_int(r, row, 8);
+    k->last_used_at = aos_db_result_int(r, row, 9);
+    return AOS_DB_OK;
+}
+
+int aos_store_apikey_create(struct aos_store_tx *tx, const char *tenant_id,
+                            const struct aos_api_key_spec *spec, char id_out[AOS_ID_LEN], char *err,
+                            size_t errlen)
+{
+    char tid[AOS_ID_LEN], uid[AOS_ID_LEN], id[AOS_ID_LEN];
+    int rc;
+
+    if (!aos_store_id_norm(tenant_id, tid))
+        return not_found(err, errlen, "tenant");
+    if (spec->user_id != NULL && !aos_store_id_norm(spec->user_id, uid))
+        return not_found(err, errlen, "user");
+    if (!aos_store_role_valid(spec->role)) {
+        seterr(err, errlen, "role must be admin, approver or user");
+        return AOS_DB_CONSTRAINT;
+    }
+    if (spec->name == NULL || spec->prefix == NULL || spec->prefix[0] == '\0' || spec->secret_hash == NULL ||
+        spec->secret_hash[0] == '\0' || spec->expires_at < 0) {
+        seterr(err, errlen, "API key needs a name, a prefix, a secret hash and expires_at >= 0");
+        return AOS_DB_CONSTRAINT;
+    }
+    aos_store_id_new(id);
+    struct aos_db_param p[] = {
+        AOS_DB_P_TEXT(id),
+        AOS_DB_P_TEXT(tid),
+        spec->user_id != NULL ? AOS_DB_P_TEXT(uid) : AOS_DB_P_NULL,
+        AOS_DB_P_TEXT(spec->name),
+        AOS_DB_P_TEXT(spec->prefix),
+        AOS_DB_P_TEXT(spec->secret_hash),
+        AOS_DB_P_TEXT(spec->role),
+        AOS_DB_P_INT(aos_store_now_ms()),
+        spec->expires_at > 0 ? AOS_DB_P_INT(spec->expires_at) : AOS_DB_P_NULL,
+    };
+    rc = aos_store_exec(tx, SQL_KEY_INSERT, p, NPARAMS(p), NULL, err, errlen);
+    if (rc == AOS_DB_OK)
+        memcpy(id_out, id, AOS_ID_LEN);
+    else if (rc == AOS_DB_CONSTRAINT)
+        seterr(err, errlen, "the key prefix is taken, or the tenant or user does not exist");
+    return rc;
+}
+
+static int key_get(struct aos_store_tx *tx, const char *sql, const struct aos_db_param *p, size_t np,
+                   struct aos_api_key *out, char *err, size_t errlen)
+{
+    struct aos_db_result *res = NULL;
+    int rc;
+
+    rc = aos_store_exec(tx, sql, p, np, &res, err, errlen);
+    if (rc == AOS_DB_OK)
+        rc = aos_db_result_rows(res) == 1 ? key_from_row(res, 0, out, err, errlen)
+                                          : not_found(err, errlen, "API key");
+    aos_db_result_free(res);
+    return rc;
+}
+
+int aos_store_apikey_get_by_prefix(struct aos_store_tx *tx, const char *prefix, struct aos_api_key *out,
+                                   char *err, size_t errlen)
+{
+    memset(out, 0, sizeof(*out));
+    if (prefix == NULL || prefix[0] == '\0')
+        return not_found(err, errlen, "API key");
+    struct aos_db_param p[] = {AOS_DB_P_TEXT(prefix), AOS_DB_P_INT(aos_store_now_ms())};
+    return key_get(tx, SQL_KEY_BY_PREFIX, p, NPARAMS(p), out, err, errlen);
+}
+
+int aos_store_apikey_get(struct aos_store_tx *tx, const char *tenant_id, const char *key_id,
+                         struct aos_api_key *out, char *err, size_t errlen)
+{
+    char tid[AOS_ID_LEN], kid[AOS_ID_LEN];
+
+    memset(out, 0, sizeof(*out));
+    if (!aos_store_id_norm(tenant_id, tid) || !aos_store_id_norm(key_id, kid))
+        return not_found(err, errlen, "API key");
+    struct aos_db_param p[] = {AOS_DB_P_TEXT(tid), AOS_DB_P_TEXT(kid)};
+    return key_get(tx, SQL_KEY_GET, p, NPARAMS(p), out, err, errlen);
+}
+
+int aos_store_apikey_list(struct aos_store_tx *tx, const char *tenant_id, const char *user_id,
+                          bool include_revoked, struct aos_api_key **out, size_t *n, char *err, size_t errlen)
+{
+    struct aos_db_result *res = NULL;
+    struct aos_api_key *list = NULL;
+    char tid[AOS_ID_LEN], uid[AOS_ID_LEN] = "";
+    size_t i, rows = 0;
+    int rc;
+
+    *out = NULL;
+    *n = 0;
+    if (!aos_store_id_norm(tenant_id, tid) || (user_id != NULL && !aos_store_id_norm(user_id, uid)))
+        return AOS_DB_OK; /* matches nothing */
+    struct aos_db_param p[] = {AOS_DB_P_TEXT(tid), AOS_DB_P_TEXT(uid)};
+    rc = aos_store_exec(tx, SQL_KEY_LIST[user_id != NULL][include_revoked], p, user_id != NULL ? 2 : 1, &res,
+                        err, errlen);
+    if (rc != AOS_DB_OK)
+        goto out;
+    rows = aos_db_result_rows(res);
+    if (rows == 0)
+        goto out;
+    list = calloc(rows, sizeof(*list));
+    if (list == NULL) {
+        rc = oom(err, errlen);
+        goto out;
+    }
+    for (i = 0; i < rows; i++) {
+        rc = key_from_row(res, i, &list[i], err, errlen);
+        if (rc != AOS_DB_OK)
+            goto out;
+    }
+    *out = list;
+    *n = rows;
+    list = NULL;
+out:
+    aos_api_keys_free(list, rows);
+    aos_db_result_free(res);
+    return rc;
+}
+
+int aos_store_apikey_revoke(struct aos_store_tx *tx, const char *tenant_id, const char *key_id,
+                            const char *owner_user_id, char *err, size_t errlen)
+{
+    char tid[AOS_ID_LEN], kid[AOS_ID_LEN], uid[AOS_ID_LEN] = "";
+
+    if (!aos_store_id_norm(tenant_id, tid) || !aos_store_id_norm(key_id, kid) ||
+        (owner_user_id != NULL && !aos_store_id_norm(owner_user_id, uid)))
+        return not_found(err, errlen, "API key");
+    struct aos_db_param p[] = {AOS_DB_P_TEXT(tid), AOS_DB_P_TEXT(kid), AOS_DB_P_INT(aos_store_now_ms()),
+                               AOS_DB_P_TEXT(uid)};
+    if (owner_user_id != NULL)
+        return exec_one(tx, SQL_KEY_REVOKE_OWN, p, 4, "API key", err, errlen);
+    return exec_one(tx, SQL_KEY_REVOKE, p, 3, "API key", err, errlen);
+}
+
+int aos_store_apikey_touch(struct aos_store_tx *tx, const char *tenant_id, const char *key_id, char *err,
+                           size_t errlen)
+{
+    char tid[AOS_ID_LEN], kid[AOS_ID_LEN];
+    int64_t now = aos_store_now_ms();
+
+    if (!aos_store_id_norm(tenant_id, tid) || !aos_store_id_norm(key_id, kid))
+        return not_found(err, errlen, "API key");
+    struct aos_db_param p[] = {AOS_DB_P_TEXT(tid), AOS_DB_P_TEXT(kid), AOS_DB_P_INT(now),
+                               AOS_DB_P_INT(now - KEY_TOUCH_INTERVAL_MS)};
+    return aos_store_exec(tx, SQL_KEY_TOUCH, p, NPARAMS(p), NULL, err, errlen);
+}
+
+/* ---------------------------------------------------------------- usage */
+
+/* Atomic on both drivers: PostgreSQL's ON CONFLICT DO UPDATE locks the row
+ * it updates; SQLite has one writer at a time. */
+static const char SQL_USAGE_ADD[] =
+    "INSERT INTO usage (tenant_id, day, agent_id, tokens_in, tokens_out, micro_usd, updated_at) "
+    "VALUES ($1, $2, $3, $4, $5, $6, $7) "
+    "ON CONFLICT (tenant_id, day, agent_id) DO UPDATE SET tokens_in = usage.tokens_in + excluded.tokens_in, "
+    "tokens_out = usage.tokens_out + excluded.tokens_out, micro_usd = usage.micro_usd + excluded.micro_usd, "
+    "updated_at = excluded.updated_at";
+/* SUM(bigint) is numeric on PostgreSQL: it comes back as decimal text all
+ * the same, and CAST keeps the type an integer on both. */
+static const char SQL_USAGE_TENANT[] =
+    "SELECT CAST(COALESCE(SUM(tokens_in), 0) AS BIGINT), CAST(COALESCE(SUM(tokens_out), 0) AS BIGINT), "
+    "CAST(COALESCE(SUM(micro_usd), 0) AS BIGINT) FROM usage WHERE tenant_id = $1 AND day >= $2 AND day <= $3";
+static const char SQL_USAGE_AGENT[] =
+    "SELECT CAST(COALESCE(SUM(tokens_in), 0) AS BIGINT), CAST(COALESCE(SUM(tokens_out), 0) AS BIGINT), "
+    "CAST(COALESCE(SUM(micro_usd), 0) AS BIGINT) FROM usage WHERE tenant_id = $1 AND day >= $2 AND day <= $3 "
+    "AND agent_id = $4";
+
+int aos_store_usage_add(struct aos_store_tx *tx, const char *tenant_id, const char *day, const char *agent_id,
+                        const struct aos_usage *delta, char *err, size_t errlen)
+{
+    char tid[AOS_ID_LEN], aid[AOS_ID_LEN];
+    int rc;
+
+    if (!aos_store_id_norm(tenant_id, tid))
+        return not_found(err, errlen, "tenant");
+    if (agent_id != NULL && !aos_store_id_norm(agent_id, aid))
+        return not_found(err, errlen, "agent");
+    if (!day_valid(day) || delta->tokens_in < 0 || delta->tokens_out < 0 || delta->micro_usd < 0) {
+        seterr(err, errlen, "usage needs a day YYYY-MM-DD and counts >= 0");
+        return AOS_DB_CONSTRAINT;
+    }
+    struct aos_db_param p[] = {AOS_DB_P_TEXT(tid),
+                               AOS_DB_P_TEXT(day),
+                               AOS_DB_P_TEXT(agent_id != NULL ? aid : NIL_ID),
+                               AOS_DB_P_INT(delta->tokens_in),
+                               AOS_DB_P_INT(delta->tokens_out),
+                               AOS_DB_P_INT(delta->micro_usd),
+                               AOS_DB_P_INT(aos_store_now_ms())};
+    rc = aos_store_exec(tx, SQL_USAGE_ADD, p, NPARAMS(p), NULL, err, errlen);
+    if (rc == AOS_DB_CONSTRAINT)
+        seterr(err, errlen, "usage rejected: no such tenant");
+    return rc;
+}
+
+int aos_store_usage_total(struct aos_store_tx *tx, const char *tenant_id, const char *agent_id,
+                          const char *from_day, const char *to_day, struct aos_usage *out, char *err,
+                          size_t errlen)
+{
+    struct aos_db_result *res = NULL;
+    char tid[AOS_ID_LEN], aid[AOS_ID_LEN] = "";
+    int rc;
+
+    memset(out, 0, sizeof(*out));
+    if (!day_valid(from_day) || !day_valid(to_day)) {
+        seterr(err, errlen, "days must be YYYY-MM-DD");
+        return AOS_DB_CONSTRAINT;
+    }
+    if (!aos_store_id_norm(tenant_id, tid) || (agent_id != NULL && !aos_store_id_norm(agent_id, aid)))
+        return AOS_DB_OK; /* nothing recorded for what cannot exist */
+    struct aos_db_param p[] = {AOS_DB_P_TEXT(tid), AOS_DB_P_TEXT(from_day), AOS_DB_P_TEXT(to_day),
+                               AOS_DB_P_TEXT(aid)};
+    rc = aos_store_exec(tx, agent_id != NULL ? SQL_USAGE_AGENT : SQL_USAGE_TENANT, p,
+                        agent_id != NULL ? 4 : 3, &res, err, errlen);
+    if (rc == AOS_DB_OK && aos_db_result_rows(res) == 1) {
+        out->tokens_in = aos_db_result_int(res, 0, 0);
+        out->tokens_out = aos_db_result_int(res, 0, 1);
+        out->micro_usd = aos_db_result_int(res, 0, 2);
+    }
+    aos_db_result_free(res);
+    return rc;
+}
