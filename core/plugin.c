@@ -4,12 +4,14 @@
 
 #include "conf.h"
 #include "log.h"
+#include "store/ops.h"
 
 #include <dlfcn.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -113,6 +115,201 @@ static void host_free(void *ptr) { free(ptr); }
 
 static char *host_strndup(const char *s, size_t n) { return s != NULL ? strndup(s, n) : NULL; }
 
+/* ---- 1.1: store lookups for auth backends ---- */
+
+/* Set by main (aos_plugin_host_attach_store); read by worker threads. */
+static _Atomic(struct aos_store *) host_store;
+
+void aos_plugin_host_attach_store(struct aos_store *store) { atomic_store(&host_store, store); }
+
+/* Room for store error messages handed on through set_error(). */
+#define STORE_ERR_MAX 256
+
+/* The records as ABI 1.1 (their first version) laid them out: the least a
+ * plugin may declare, whatever the host's minor. */
+#define USER_RECORD_SIZE_1_1 OPS_SPAN(struct aos_user_record, password_hash)
+#define APIKEY_RECORD_SIZE_1_1 OPS_SPAN(struct aos_apikey_record, expires_at_ms)
+
+/* Checks the size the plugin declared in the record's first member and
+ * zeroes that many bytes (members the host does not know read as 0). */
+static int record_open(struct aos_ctx *ctx, void *out, size_t min, const char *fn, const char *type)
+{
+    uint32_t size;
+
+    if (out == NULL) {
+        host_set_error(ctx, "%s: no %s to fill", fn, type);
+        return -1;
+    }
+    memcpy(&size, out, sizeof size);
+    if (size < min) {
+        host_set_error(ctx,
+                       "%s: %s declares %" PRIu32 " bytes, ABI %d.%d needs at least %zu: set "
+                       "out->size = sizeof(%s) before the call",
+                       fn, type, size, AOS_ABI_MAJOR, AOS_ABI_MINOR, min, type);
+        return -1;
+    }
+    memset(out, 0, size);
+    memcpy(out, &size, sizeof size); /* record_close() reads it back */
+    return 0;
+}
+
+/* Copies the host's full record into the plugin's (whose declared size
+ * record_open() checked) and reports how much was filled. */
+static void record_close(void *out, const void *full, size_t full_size)
+{
+    uint32_t size;
+
+    memcpy(&size, out, sizeof size);
+    uint32_t filled = size < full_size ? size : (uint32_t)full_size;
+    memcpy(out, full, filled);
+    memcpy(out, &filled, sizeof filled);
+}
+
+/* A store string into a fixed record member; false if it does not fit
+ * (never truncated: a cut hash or id would be wrong, not shorter). */
+static bool field_set(char *dst, size_t size, const char *src)
+{
+    size_t len = src != NULL ? strlen(src) : 0;
+
+    if (len >= size)
+        return false;
+    memcpy(dst, src != NULL ? src : "", len);
+    dst[len] = '\0';
+    return true;
+}
+
+static struct aos_store *lookup_store(struct aos_ctx *ctx, const char *fn)
+{
+    struct aos_store *store = atomic_load(&host_store);
+
+    if (store == NULL)
+        host_set_error(ctx, "%s: no store", fn);
+    return store;
+}
+
+struct user_lookup_arg {
+    const char *tenant_id;
+    const char *email;
+    struct aos_user user;
+    int matches;
+};
+
+static int user_lookup_tx(struct aos_store_tx *tx, void *arg, char *err, size_t errlen)
+{
+    struct user_lookup_arg *a = arg;
+
+    aos_user_clear(&a->user); /* the transaction may run again */
+    return aos_store_user_find_login(tx, a->tenant_id, a->email, &a->user, &a->matches, err, errlen);
+}
+
+static int host_user_lookup(struct aos_ctx *ctx, const char *tenant_id, const char *email,
+                            struct aos_user_record *out)
+{
+    struct user_lookup_arg a = {.tenant_id = tenant_id, .email = email};
+    struct aos_user_record rec = {.size = sizeof rec};
+    char err[STORE_ERR_MAX] = "";
+    int result = AOS_LOOKUP_ERROR;
+
+    if (record_open(ctx, out, USER_RECORD_SIZE_1_1, "user_lookup", "struct aos_user_record") < 0)
+        return AOS_LOOKUP_ERROR;
+    struct aos_store *store = lookup_store(ctx, "user_lookup");
+    if (store == NULL)
+        return AOS_LOOKUP_ERROR;
+    if (email == NULL || email[0] == '\0')
+        return AOS_LOOKUP_NOT_FOUND;
+
+    int rc = aos_store_transact(store, false, user_lookup_tx, &a, err, sizeof err);
+    if (rc == AOS_DB_NOT_FOUND) {
+        result = a.matches > 1 ? AOS_LOOKUP_AMBIGUOUS : AOS_LOOKUP_NOT_FOUND;
+        goto out;
+    }
+    if (rc != AOS_DB_OK) {
+        host_set_error(ctx, "user lookup failed: %s: %s", aos_db_status_name(rc), err);
+        goto out;
+    }
+    if (!field_set(rec.id, sizeof rec.id, a.user.id) ||
+        !field_set(rec.tenant_id, sizeof rec.tenant_id, a.user.tenant_id) ||
+        !field_set(rec.role, sizeof rec.role, a.user.role) ||
+        !field_set(rec.password_hash, sizeof rec.password_hash, a.user.password_hash)) {
+        host_set_error(ctx,
+                       "user lookup: a stored value of user %s does not fit the ABI record "
+                       "(password hash longer than %d bytes?)",
+                       a.user.id, AOS_PASSWORD_HASH_MAX - 1);
+        goto out;
+    }
+    record_close(out, &rec, sizeof rec);
+    result = AOS_LOOKUP_FOUND;
+out:
+    explicit_bzero(&rec, sizeof rec);
+    aos_user_clear(&a.user);
+    return result;
+}
+
+struct apikey_lookup_arg {
+    const char *prefix;
+    struct aos_api_key key;
+    bool tenant_active;
+};
+
+static int apikey_lookup_tx(struct aos_store_tx *tx, void *arg, char *err, size_t errlen)
+{
+    struct apikey_lookup_arg *a = arg;
+    struct aos_tenant t;
+
+    aos_api_key_clear(&a->key); /* the transaction may run again */
+    a->tenant_active = false;
+    int rc = aos_store_apikey_get_by_prefix(tx, a->prefix, &a->key, err, errlen);
+    if (rc != AOS_DB_OK)
+        return rc;
+    /* The store op leaves the tenant check to its caller (ops.h). */
+    rc = aos_store_tenant_get(tx, a->key.tenant_id, &t, err, errlen);
+    if (rc == AOS_DB_OK)
+        a->tenant_active = t.active;
+    aos_tenant_clear(&t);
+    return rc;
+}
+
+static int host_apikey_lookup(struct aos_ctx *ctx, const char *prefix, struct aos_apikey_record *out)
+{
+    struct apikey_lookup_arg a = {.prefix = prefix};
+    struct aos_apikey_record rec = {.size = sizeof rec};
+    char err[STORE_ERR_MAX] = "";
+    int result = AOS_LOOKUP_ERROR;
+
+    if (record_open(ctx, out, APIKEY_RECORD_SIZE_1_1, "apikey_lookup", "struct aos_apikey_record") < 0)
+        return AOS_LOOKUP_ERROR;
+    struct aos_store *store = lookup_store(ctx, "apikey_lookup");
+    if (store == NULL)
+        return AOS_LOOKUP_ERROR;
+    if (prefix == NULL || prefix[0] == '\0')
+        return AOS_LOOKUP_NOT_FOUND;
+
+    int rc = aos_store_transact(store, false, apikey_lookup_tx, &a, err, sizeof err);
+    if (rc == AOS_DB_NOT_FOUND || (rc == AOS_DB_OK && !a.tenant_active)) {
+        result = AOS_LOOKUP_NOT_FOUND;
+        goto out;
+    }
+    if (rc != AOS_DB_OK) {
+        host_set_error(ctx, "API key lookup failed: %s: %s", aos_db_status_name(rc), err);
+        goto out;
+    }
+    if (!field_set(rec.id, sizeof rec.id, a.key.id) ||
+        !field_set(rec.tenant_id, sizeof rec.tenant_id, a.key.tenant_id) ||
+        !field_set(rec.user_id, sizeof rec.user_id, a.key.user_id) ||
+        !field_set(rec.role, sizeof rec.role, a.key.role) ||
+        !field_set(rec.secret_hash, sizeof rec.secret_hash, a.key.secret_hash)) {
+        host_set_error(ctx, "API key lookup: a stored value of key %s does not fit the ABI record", a.key.id);
+        goto out;
+    }
+    rec.expires_at_ms = a.key.expires_at;
+    record_close(out, &rec, sizeof rec);
+    result = AOS_LOOKUP_FOUND;
+out:
+    explicit_bzero(&rec, sizeof rec);
+    aos_api_key_clear(&a.key);
+    return result;
+}
+
 static const struct aos_host host_table = {
     .size = sizeof(struct aos_host),
     .abi_major = AOS_ABI_MAJOR,
@@ -123,6 +320,8 @@ static const struct aos_host host_table = {
     .alloc = host_alloc,
     .free = host_free,
     .strndup = host_strndup,
+    .user_lookup = host_user_lookup,
+    .apikey_lookup = host_apikey_lookup,
 };
 
 const struct aos_host *aos_plugin_host(void) { return &host_table; }

@@ -69,6 +69,16 @@ const char *aos_plugin_kind_name(int kind);
 /* The host API table handed to every plugin's init(). */
 const struct aos_host *aos_plugin_host(void);
 
+struct aos_store;
+/* Gives the host table's store lookups (user_lookup, apikey_lookup: SDK
+ * 1.1) the store they query; NULL detaches.  Until a store is attached
+ * the lookups fail with AOS_LOOKUP_ERROR and set_error("no store").  The
+ * store is not owned: detach it (or stop calling plugins) before freeing
+ * it -- no authenticate() may be running while it is detached or
+ * replaced.  Lookups run on the calling (worker) thread in a read
+ * transaction (aos_store_transact). */
+void aos_plugin_host_attach_store(struct aos_store *store);
+
 /*
  * Call wrappers.  Each one checks the plugin's kind, takes the instance lock
  * when the plugin is not thread-safe, hands the plugin a fresh context and,

@@ -496,6 +496,19 @@ static const char SQL_USER_GET[] =
     "SELECT " USER_COLS ", password_hash FROM users WHERE tenant_id = $1 AND id = $2";
 static const char SQL_USER_GET_EMAIL[] =
     "SELECT " USER_COLS ", password_hash FROM users WHERE tenant_id = $1 AND email = $2";
+/* Sign-in lookups across tenants (aos_store_user_find_login), driven from
+ * tenants so that each active tenant costs one probe of UNIQUE (tenant_id,
+ * email): there is no index on email alone, by design (every index leads
+ * with tenant_id).  CROSS JOIN pins that order on SQLite (its planner keeps
+ * the written order for CROSS JOIN; without statistics it might otherwise
+ * scan the whole users index); PostgreSQL treats it as a plain join.  No
+ * ORDER BY for the same reason; LIMIT 2 tells "one" from "several". */
+#define USER_LOGIN_COLS "u.id, u.tenant_id, u.email, u.role, u.created_at, u.updated_at, u.password_hash"
+static const char SQL_USER_LOGIN_ANY[] = "SELECT " USER_LOGIN_COLS " FROM tenants t CROSS JOIN users u "
+                                         "WHERE u.tenant_id = t.id AND t.active = 1 AND u.email = $1 LIMIT 2";
+static const char SQL_USER_LOGIN_TENANT[] = "SELECT " USER_LOGIN_COLS " FROM tenants t CROSS JOIN users u "
+                                            "WHERE u.tenant_id = t.id AND t.id = $1 AND t.active = 1 "
+                                            "AND u.email = $2";
 static const char SQL_USER_LIST_FIRST[] =
     "SELECT " USER_COLS " FROM users WHERE tenant_id = $1 ORDER BY created_at, id LIMIT $2";
 /* Keyset paging: a row-value comparison both dialects run off the index
@@ -615,6 +628,42 @@ int aos_store_user_get_by_email(struct aos_store_tx *tx, const char *tenant_id, 
     if (!aos_store_id_norm(tenant_id, tid) || email == NULL)
         return not_found(err, errlen, "user");
     return user_get(tx, SQL_USER_GET_EMAIL, tid, email, out, err, errlen);
+}
+
+int aos_store_user_find_login(struct aos_store_tx *tx, const char *tenant_id, const char *email,
+                              struct aos_user *out, int *matches, char *err, size_t errlen)
+{
+    struct aos_db_result *res = NULL;
+    char tid[AOS_ID_LEN];
+    size_t rows;
+    int rc;
+
+    memset(out, 0, sizeof(*out));
+    *matches = 0;
+    if (email == NULL || email[0] == '\0' || (tenant_id != NULL && !aos_store_id_norm(tenant_id, tid)))
+        return not_found(err, errlen, "user");
+    if (tenant_id != NULL) {
+        struct aos_db_param p[] = {AOS_DB_P_TEXT(tid), AOS_DB_P_TEXT(email)};
+        rc = aos_store_exec(tx, SQL_USER_LOGIN_TENANT, p, NPARAMS(p), &res, err, errlen);
+    } else {
+        struct aos_db_param p[] = {AOS_DB_P_TEXT(email)};
+        rc = aos_store_exec(tx, SQL_USER_LOGIN_ANY, p, NPARAMS(p), &res, err, errlen);
+    }
+    if (rc != AOS_DB_OK)
+        goto out;
+    rows = aos_db_result_rows(res);
+    *matches = rows > 1 ? 2 : (int)rows;
+    if (rows == 1)
+        rc = user_from_row(res, 0, out, err, errlen);
+    else if (rows == 0)
+        rc = not_found(err, errlen, "user");
+    else {
+        seterr(err, errlen, "the e-mail belongs to users of several tenants");
+        rc = AOS_DB_NOT_FOUND;
+    }
+out:
+    aos_db_result_free(res);
+    return rc;
 }
 
 /* Cursor "<created_at>.<id>": the last row of the previous page. */

@@ -7,7 +7,8 @@
  * Tenant scoping: every operation on tenant-owned data takes `tenant_id`
  * and puts it in the WHERE clause (or the row it writes).  A row of another
  * tenant is indistinguishable from a missing row: AOS_DB_NOT_FOUND.  The
- * single exception is aos_store_apikey_get_by_prefix (see there).
+ * two exceptions are the sign-in lookups, aos_store_apikey_get_by_prefix
+ * and aos_store_user_find_login (see there).
  *
  * Ids are canonical UUID text (36 characters + NUL).  Ids given in upper
  * case are accepted and normalised; a malformed id matches nothing
@@ -120,6 +121,20 @@ int aos_store_user_get(struct aos_store_tx *tx, const char *tenant_id, const cha
                        struct aos_user *out, char *err, size_t errlen);
 int aos_store_user_get_by_email(struct aos_store_tx *tx, const char *tenant_id, const char *email,
                                 struct aos_user *out, char *err, size_t errlen);
+/* THE one deliberate cross-tenant user lookup, for sign-in: a login form
+ * carries only an e-mail (and a password), and the user's tenant is what
+ * we are trying to learn.  Finds the user with `email` (normalised by the
+ * caller) among ACTIVE tenants only (joined with tenants.active = 1): in
+ * tenant_id when it is non-NULL, else in every active tenant.  *matches
+ * receives 0, 1, or 2 meaning "two or more" (the e-mail is registered in
+ * several tenants: the client must name its tenant, since one password
+ * cannot pick between accounts).  AOS_DB_OK with out filled (password hash
+ * included) only when exactly one user matches; AOS_DB_NOT_FOUND, out
+ * cleared, when none does AND when several do -- so a caller that ignores
+ * *matches fails closed.  A malformed tenant_id matches nothing.
+ * Cost: one probe of the (tenant_id, email) index per active tenant. */
+int aos_store_user_find_login(struct aos_store_tx *tx, const char *tenant_id, const char *email,
+                              struct aos_user *out, int *matches, char *err, size_t errlen);
 /* One page of the tenant's users, oldest first.  cursor: NULL or "" for
  * the first page, else the next_cursor of the previous page.  limit 1..1000.
  * next_cursor (AOS_CURSOR_LEN bytes) receives the cursor of the next page,
@@ -167,8 +182,9 @@ struct aos_api_key_spec {
 int aos_store_apikey_create(struct aos_store_tx *tx, const char *tenant_id,
                             const struct aos_api_key_spec *spec, char id_out[AOS_ID_LEN], char *err,
                             size_t errlen);
-/* THE one lookup not scoped by a tenant argument: an API key arrives
- * before anyone knows the tenant, and the key itself names it.  Returns
+/* A lookup not scoped by a tenant argument (with aos_store_user_find_login
+ * the only ones): an API key arrives before anyone knows the tenant, and
+ * the key itself names it.  Returns
  * the key with its tenant_id and secret_hash; the caller must compare the
  * secret in constant time and check the tenant (active, matching
  * X-Tenant-ID).  Revoked and expired keys are NOT_FOUND. */

@@ -21,6 +21,10 @@
  *   1.0  2026-11-25  First ABI: descriptor, settings schema, agent/connector/auth
  *                    ops tables, host table with log, set_error, alloc, free,
  *                    strndup.
+ *   1.1  2026-11-25  Store lookups for auth backends: host functions
+ *                    user_lookup() and apikey_lookup() appended to struct
+ *                    aos_host; struct aos_user_record, struct
+ *                    aos_apikey_record, enum aos_lookup_result.
  *
  * Threads
  * -------
@@ -85,7 +89,7 @@ extern "C" {
 #endif
 
 #define AOS_ABI_MAJOR 1
-#define AOS_ABI_MINOR 0
+#define AOS_ABI_MINOR 1
 
 /* "AOSP" in ASCII, first word of every descriptor. */
 #define AOS_PLUGIN_MAGIC 0x414F5350u
@@ -177,6 +181,11 @@ enum aos_log_level {
     AOS_LOG_DEBUG = 3
 };
 
+/* Records filled by the 1.1 store lookups (defined with the auth
+ * section below). */
+struct aos_user_record;
+struct aos_apikey_record;
+
 struct aos_host {
     uint32_t size;      /* sizeof(struct aos_host) as the host knows it */
     uint16_t abi_major; /* the host's ABI                              */
@@ -198,6 +207,41 @@ struct aos_host {
     /* Copies at most n bytes of s into a NUL-terminated host->alloc()
      * buffer; NULL on allocation failure. */
     char *(*strndup)(const char *s, size_t n);
+
+    /* 1.1: store lookups for auth backends.  Blocking (a database round
+     * trip): call them only from authenticate(), which runs on a worker
+     * thread.  Thread-safe.  Both return enum aos_lookup_result; on
+     * AOS_LOOKUP_ERROR (negative) the host has already called set_error()
+     * saying why, and the backend should answer AOS_AUTH_ERROR (the API
+     * then says 503: the store, not the credentials, is at fault).  Both
+     * functions are always present in a 1.1 host; while the host has no
+     * store attached (tools, tests) they fail with AOS_LOOKUP_ERROR and
+     * the message "no store".
+     *
+     * `out` is plugin memory: set out->size = sizeof *out before the call.
+     * The host zeroes out->size bytes, fills the members it knows (at most
+     * out->size bytes) and sets out->size to the number of bytes it
+     * filled.  A size below the 1.1 record is refused (AOS_LOOKUP_ERROR).
+     * Records hold password and key hashes: never log them, and wipe them
+     * when done. */
+
+    /* Finds the user who may sign in with `email` (NUL-terminated, already
+     * normalised by the host: trimmed, lower-case).  tenant_id: the tenant
+     * the client named (UUID text), or NULL to search every active tenant
+     * -- a login form carries only an e-mail.  Users of inactive tenants
+     * are never found.  Returns AOS_LOOKUP_FOUND (out filled),
+     * AOS_LOOKUP_NOT_FOUND, AOS_LOOKUP_AMBIGUOUS (tenant_id was NULL and
+     * the e-mail belongs to users of several tenants: out is left zeroed,
+     * and the client must name its tenant), or AOS_LOOKUP_ERROR. */
+    int (*user_lookup)(struct aos_ctx *ctx, const char *tenant_id, const char *email,
+                       struct aos_user_record *out);
+    /* Finds the API key with public `prefix` (the part between "aos_" and
+     * the second '_').  Only usable keys are found: revoked keys, expired
+     * keys and keys of inactive tenants are AOS_LOOKUP_NOT_FOUND.  Returns
+     * AOS_LOOKUP_FOUND (out filled), AOS_LOOKUP_NOT_FOUND or
+     * AOS_LOOKUP_ERROR.  The plugin compares the secret's hash with
+     * out->secret_hash in constant time. */
+    int (*apikey_lookup)(struct aos_ctx *ctx, const char *prefix, struct aos_apikey_record *out);
 };
 
 /* True if the host table provides member `fn` (non-NULL and inside the
@@ -308,6 +352,41 @@ struct aos_principal {
     char tenant_id[AOS_ID_MAX];    /* UUID text                           */
     char subject[AOS_ID_MAX];      /* user or key id                      */
     char role[AOS_ROLE_MAX];       /* "admin", "approver" or "user"       */
+};
+
+/* 1.1: results of host->user_lookup() and host->apikey_lookup(). */
+enum aos_lookup_result {
+    AOS_LOOKUP_FOUND = 0,     /* the record is filled in                  */
+    AOS_LOOKUP_NOT_FOUND = 1, /* no such (usable) user or key             */
+    AOS_LOOKUP_AMBIGUOUS = 2, /* user_lookup without tenant: several match */
+    AOS_LOOKUP_ERROR = -1     /* store failure; set_error() says why      */
+};
+
+#define AOS_PASSWORD_HASH_MAX 256 /* PHC string + NUL                     */
+#define AOS_SECRET_HASH_MAX 72    /* hex SHA-256 (64) + NUL, padded        */
+
+/* 1.1: a user as host->user_lookup() returns it.  Strings are
+ * NUL-terminated; members appended by later minors read as zero from an
+ * older host (see out->size after the call). */
+struct aos_user_record {
+    uint32_t size;              /* in: sizeof; out: bytes filled */
+    char id[AOS_ID_MAX];        /* UUID text                     */
+    char tenant_id[AOS_ID_MAX]; /* UUID text                     */
+    char role[AOS_ROLE_MAX];    /* "admin", "approver" or "user" */
+    /* The stored Argon2id PHC string ("$argon2id$v=19$m=...").  Empty when
+     * the user has no password (signs in through another backend). */
+    char password_hash[AOS_PASSWORD_HASH_MAX];
+};
+
+/* 1.1: an API key as host->apikey_lookup() returns it. */
+struct aos_apikey_record {
+    uint32_t size;                         /* in: sizeof; out: bytes filled */
+    char id[AOS_ID_MAX];                   /* the key's UUID                */
+    char tenant_id[AOS_ID_MAX];            /* UUID text                     */
+    char user_id[AOS_ID_MAX];              /* owner's UUID; "" = service key */
+    char role[AOS_ROLE_MAX];               /* role the key grants           */
+    char secret_hash[AOS_SECRET_HASH_MAX]; /* lower-case hex SHA-256 of the secret */
+    int64_t expires_at_ms;                 /* unix ms; 0 = never            */
 };
 
 enum aos_auth_result {

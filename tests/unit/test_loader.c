@@ -279,8 +279,66 @@ static void test_host_table(void **state)
     h->free(NULL);
 }
 
+/* The host table exactly as ABI 1.0 declared it.  A 1.0 plugin reads the
+ * 1.1 table through this layout, so every 1.0 member must keep its offset
+ * and the 1.1 functions must come after all of them. */
+struct host_1_0 {
+    uint32_t size;
+    uint16_t abi_major;
+    uint16_t abi_minor;
+    const char *host_version;
+    void (*log)(struct aos_ctx *ctx, int level, const char *fmt, ...);
+    void (*set_error)(struct aos_ctx *ctx, const char *fmt, ...);
+    void *(*alloc)(size_t size);
+    void (*free)(void *ptr);
+    char *(*strndup)(const char *s, size_t n);
+};
+
+static void test_host_table_1_1(void **state)
+{
+    (void)state;
+    const struct aos_host *h = aos_plugin_host();
+    assert_true(AOS_ABI_MINOR >= 1);
+    assert_int_equal(offsetof(struct aos_host, size), offsetof(struct host_1_0, size));
+    assert_int_equal(offsetof(struct aos_host, abi_minor), offsetof(struct host_1_0, abi_minor));
+    assert_int_equal(offsetof(struct aos_host, host_version), offsetof(struct host_1_0, host_version));
+    assert_int_equal(offsetof(struct aos_host, log), offsetof(struct host_1_0, log));
+    assert_int_equal(offsetof(struct aos_host, set_error), offsetof(struct host_1_0, set_error));
+    assert_int_equal(offsetof(struct aos_host, alloc), offsetof(struct host_1_0, alloc));
+    assert_int_equal(offsetof(struct aos_host, free), offsetof(struct host_1_0, free));
+    assert_int_equal(offsetof(struct aos_host, strndup), offsetof(struct host_1_0, strndup));
+    assert_true(offsetof(struct aos_host, user_lookup) >= sizeof(struct host_1_0));
+    assert_true(offsetof(struct aos_host, apikey_lookup) > offsetof(struct aos_host, user_lookup));
+
+    /* Present whether or not a store is attached ... */
+    assert_true(AOS_HOST_HAS(h, user_lookup));
+    assert_true(AOS_HOST_HAS(h, apikey_lookup));
+    /* ... and a table that a 1.0 host would have handed out lacks them. */
+    struct aos_host old = *h;
+    old.size = (uint32_t)sizeof(struct host_1_0);
+    assert_false(AOS_HOST_HAS(&old, user_lookup));
+    assert_false(AOS_HOST_HAS(&old, apikey_lookup));
+    assert_true(AOS_HOST_HAS(&old, strndup));
+
+    /* Without a store the lookups fail (tests/unit/test_authplugins.c
+     * checks the "no store" message through a real plugin). */
+    aos_plugin_host_attach_store(NULL);
+    struct aos_user_record u;
+    memset(&u, 0x5a, sizeof u);
+    u.size = sizeof u;
+    assert_int_equal(h->user_lookup(NULL, NULL, "a@example.com", &u), AOS_LOOKUP_ERROR);
+    struct aos_apikey_record k = {.size = sizeof k};
+    assert_int_equal(h->apikey_lookup(NULL, "abcdefghijkl", &k), AOS_LOOKUP_ERROR);
+    /* A record smaller than its 1.1 layout is refused before anything. */
+    u.size = 8;
+    assert_int_equal(h->user_lookup(NULL, NULL, "a@example.com", &u), AOS_LOOKUP_ERROR);
+    assert_int_equal(h->user_lookup(NULL, NULL, "a@example.com", NULL), AOS_LOOKUP_ERROR);
+}
+
 /* An older minor's shorter ops table: loads, and nothing past its declared
- * size is read (the pointer behind it would fail validation). */
+ * size is read (the pointer behind it would fail validation).  older-minor
+ * is built for ABI 1.0 (hard-coded), so this is also "a 1.0 plugin loads
+ * into the 1.1 host". */
 static void test_older_minor_loads(void **state)
 {
     (void)state;
@@ -290,6 +348,8 @@ static void test_older_minor_loads(void **state)
     struct aos_plugin_set *set = fx_load(&f, NULL);
     assert_non_null(set);
     const struct aos_plugin_instance *p = aos_plugin_set_find(set, "older-minor");
+    assert_non_null(p);
+    assert_true(AOS_ABI_MINOR > 0); /* the plugin's 1.0 is really older */
     char err[128];
     assert_int_equal(aos_plugin_agent_validate_config(p, "{}", 2, err, sizeof err), 0);
     struct aos_step_result r;
@@ -372,7 +432,7 @@ static void test_refuse_wrong_major(void **state)
 {
     (void)state;
     expect_refused("bad-major", NULL,
-                   "plugin built for ABI 2.0, host provides ABI 1.0: rebuild the plugin against "
+                   "plugin built for ABI 2.0, host provides ABI 1.1: rebuild the plugin against "
                    "aos-sdk 1.x");
 }
 
@@ -380,14 +440,14 @@ static void test_refuse_newer_minor(void **state)
 {
     (void)state;
     expect_refused("newer-minor", NULL,
-                   "plugin built for ABI 1.1, host provides ABI 1.0: upgrade aosd to a version "
-                   "providing ABI 1.1 or later, or rebuild the plugin against aos-sdk 1.0");
+                   "plugin built for ABI 1.2, host provides ABI 1.1: upgrade aosd to a version "
+                   "providing ABI 1.2 or later, or rebuild the plugin against aos-sdk 1.1");
 }
 
 static void test_refuse_small_descriptor(void **state)
 {
     (void)state;
-    char *reason = xformat("descriptor is 24 bytes, ABI 1.0 defines %zu: declare it as a struct "
+    char *reason = xformat("descriptor is 24 bytes, ABI 1.1 defines %zu: declare it as a struct "
                            "aos_plugin starting with AOS_PLUGIN_HEADER and rebuild against "
                            "aos-sdk 1.x",
                            sizeof(struct aos_plugin));
@@ -399,7 +459,7 @@ static void test_refuse_bad_kind(void **state)
 {
     (void)state;
     expect_refused("bad-kind", NULL,
-                   "unknown plugin kind 7 (ABI 1.0 knows 1 = agent, 2 = connector, 3 = auth): "
+                   "unknown plugin kind 7 (ABI 1.1 knows 1 = agent, 2 = connector, 3 = auth): "
                    "set .kind to one of AOS_PLUGIN_AGENT, AOS_PLUGIN_CONNECTOR, AOS_PLUGIN_AUTH");
 }
 
@@ -407,7 +467,7 @@ static void test_refuse_nonzero_reserved(void **state)
 {
     (void)state;
     expect_refused("bad-reserved", NULL,
-                   "reserved descriptor slot 3 is not zero (ABI 1.0 gives it no meaning): leave "
+                   "reserved descriptor slot 3 is not zero (ABI 1.1 gives it no meaning): leave "
                    ".reserved unset (designated initialisers zero it) and rebuild");
 }
 
@@ -476,7 +536,7 @@ static void test_refuse_short_ops(void **state)
 {
     (void)state;
     expect_refused("short-ops", NULL,
-                   "agent ops table declares 4 bytes, ABI 1.0 needs at least 16 (through "
+                   "agent ops table declares 4 bytes, ABI 1.1 needs at least 16 (through "
                    "step()): set .size = sizeof(struct aos_agent_ops) and rebuild");
 }
 
@@ -540,7 +600,7 @@ static void test_refusals_all_reported_before_init(void **state)
     assert_null(fx_load(&f, NULL));
     assert_int_equal(f.errs.n, 2);
     assert_non_null(strstr(f.errs.lines[0], "/bad-major.so (enabled at test.conf:7): plugin "
-                                            "built for ABI 2.0, host provides ABI 1.0"));
+                                            "built for ABI 2.0, host provides ABI 1.1"));
     assert_non_null(strstr(f.errs.lines[1], "/bad-magic.so (enabled at test.conf:7): bad "
                                             "descriptor magic"));
     char *t = slurp(trace);
@@ -561,7 +621,7 @@ static void test_refusal_without_enable_location(void **state)
     f.conf.plugins.enable_file = NULL;
     assert_null(fx_load(&f, NULL));
     char *want = xformat("%s/bad-major.so (enabled in plugins.enable): plugin built for ABI "
-                         "2.0, host provides ABI 1.0: rebuild the plugin against aos-sdk 1.x",
+                         "2.0, host provides ABI 1.1: rebuild the plugin against aos-sdk 1.x",
                          f.dir);
     assert_int_equal(f.errs.n, 1);
     assert_string_equal(f.errs.lines[0], want);
@@ -597,12 +657,12 @@ static void test_loader_logs(void **state)
     char *log = slurp(logpath);
     assert_non_null(strstr(log, "level=error msg=\"plugin refused\" error=\""));
     assert_non_null(strstr(log, "/bad-major.so (enabled at test.conf:7): plugin built for ABI "
-                                "2.0, host provides ABI 1.0: rebuild the plugin against "
+                                "2.0, host provides ABI 1.1: rebuild the plugin against "
                                 "aos-sdk 1.x\""));
     /* The plugin's own log line, attributed to it. */
     assert_non_null(strstr(log, "level=info msg=\"good-agent a ready\" src=good-agent"));
     char *loaded = xformat("level=info msg=\"plugin loaded\" name=good-agent kind=agent "
-                           "version=2.3.4 abi=1.0 file=%s/good-agent.so",
+                           "version=2.3.4 abi=1.1 file=%s/good-agent.so",
                            f.dir);
     assert_non_null(strstr(log, loaded));
     free(loaded);
@@ -1114,7 +1174,7 @@ static void test_with_conf_load(void **state)
     assert_string_equal(errs.lines[0], want);
     free(want);
     want = xformat("%s/bad-major.so (enabled at %s:4): plugin built for ABI 2.0, host provides "
-                   "ABI 1.0: rebuild the plugin against aos-sdk 1.x",
+                   "ABI 1.1: rebuild the plugin against aos-sdk 1.x",
                    libs, path);
     assert_string_equal(errs.lines[1], want);
     free(want);
@@ -1133,6 +1193,7 @@ int main(void)
         cmocka_unit_test(test_good_set_loads),
         cmocka_unit_test(test_empty_enable_list),
         cmocka_unit_test(test_host_table),
+        cmocka_unit_test(test_host_table_1_1),
         cmocka_unit_test(test_older_minor_loads),
         cmocka_unit_test(test_refuse_missing_file),
         cmocka_unit_test(test_refuse_dlopen_failure),
