@@ -1539,7 +1539,7 @@ static void conf_finish(struct conf_ctx *ctx, struct aos_conf *c)
         c->limits.enabled = false; /* test suites hammer the API from one address */
 
     if (!seen_find(ctx, "auth.max_concurrent_hashes"))
-        c->auth.max_concurrent_hashes = c->server.workers;
+        c->auth.max_concurrent_hashes = c->server.workers > 1 ? c->server.workers / 2 : 1;
     if (c->auth.password_min_length > c->auth.password_max_length) {
         s = seen_find(ctx, "auth.password_min_length");
         if (!s)

@@ -93,7 +93,7 @@ struct aos_conf_auth {
     char *registration_tenant; /* tenant name or id for "open"; "" otherwise */
     int password_min_length;   /* default 12 */
     int password_max_length;   /* default 128 */
-    int max_concurrent_hashes; /* default = workers */
+    int max_concurrent_hashes; /* default = workers / 2, at least 1 */
     struct aos_conf_argon2 argon2;
 };
 

@@ -8,6 +8,7 @@
 #include "config.h"
 
 #include "api/api.h"
+#include "auth/password.h"
 #include "bringup.h"
 #include "conf.h"
 #include "http/router.h"
@@ -77,25 +78,46 @@ static void print_conf_errors(const struct aos_conf_errors *errs)
         fprintf(stderr, "%s\n", errs->lines[i]);
 }
 
-/* Loads config + plugins as one unit.  On failure, every reason has been
- * printed (startup/-t) or logged (reload) and NULL is returned. */
+/* Loads config, JWT key and plugins as one unit.  On failure, every reason
+ * has been printed (startup/-t) or logged (reload) and NULL is returned. */
 static struct aos_runtime *load_generation(const char *path, const struct aos_plugin_set *previous, bool to_log)
 {
     struct aos_conf_errors errs = {0};
     struct aos_runtime *rt = NULL;
     struct aos_plugin_set *plugins = NULL;
+    struct aos_jwt_key jwt = {0};
+    char jwt_err[512] = "", jwt_warn[512] = "";
     struct aos_conf *conf = aos_conf_load(path, &errs);
     if (conf == NULL)
         goto fail;
+    if (aos_jwt_key_load(conf->auth.jwt_secret_file, &jwt, jwt_err, sizeof jwt_err, jwt_warn, sizeof jwt_warn) !=
+        0)
+        goto fail;
+    if (jwt_warn[0] != '\0')
+        aos_logf(AOS_LVL_WARN, "auth", "%s", jwt_warn);
     plugins = aos_plugin_set_load(conf, previous, &errs);
     if (plugins == NULL)
         goto fail;
-    rt = aos_runtime_new(conf, plugins);
+    for (size_t i = 0; i < conf->auth.nbackends; i++) {
+        const struct aos_plugin_instance *p = aos_plugin_set_find(plugins, conf->auth.backends[i]);
+        if (p == NULL || aos_plugin_instance_kind(p) != AOS_PLUGIN_AUTH)
+            aos_logf(AOS_LVL_WARN, "auth",
+                     "auth.backends names '%s', which is not an enabled auth plugin: add it to plugins.enable, "
+                     "or nobody can log in through it",
+                     conf->auth.backends[i]);
+    }
+    rt = aos_runtime_new(conf, plugins, &jwt);
     if (rt == NULL)
         goto fail;
     aos_conf_errors_free(&errs);
     return rt;
 fail:
+    if (jwt_err[0] != '\0') {
+        if (to_log)
+            aos_logf(AOS_LVL_ERROR, "auth", "%s", jwt_err);
+        else
+            fprintf(stderr, "%s\n", jwt_err);
+    }
     if (to_log) {
         /* The loader logs its own refusals; config errors are ours. */
         if (conf == NULL)
@@ -104,6 +126,7 @@ fail:
     } else if (conf == NULL) {
         print_conf_errors(&errs);
     }
+    aos_jwt_key_clear(&jwt);
     aos_plugin_set_free(plugins);
     aos_conf_free(conf);
     aos_conf_errors_free(&errs);
@@ -350,6 +373,7 @@ static int serve(struct daemon *d, struct aos_runtime *rt)
         goto out;
     }
     if (aos_api_ops_register(d->router, &d->app, err, sizeof err) != 0 ||
+        aos_api_auth_register(d->router, &d->app, err, sizeof err) != 0 ||
         (testing_mode() && aos_api_testing_register(d->router, &d->app, err, sizeof err) != 0)) {
         aos_err("cannot register routes", "error", err, NULL);
         goto out;
@@ -359,7 +383,8 @@ static int serve(struct daemon *d, struct aos_runtime *rt)
     d->app.metrics = aos_metrics_new(d->router);
     d->app.pool = aos_pool_new(sc->workers, sc->pool_queue);
     d->app.store = aos_store_new(&rt->conf->store);
-    if (d->app.metrics == NULL || d->app.pool == NULL || d->app.store == NULL) {
+    d->app.login_gate = aos_gate_new(rt->conf->auth.max_concurrent_hashes);
+    if (d->app.metrics == NULL || d->app.pool == NULL || d->app.store == NULL || d->app.login_gate == NULL) {
         aos_err("out of memory at start-up", NULL);
         goto out;
     }
@@ -370,6 +395,9 @@ static int serve(struct daemon *d, struct aos_runtime *rt)
         aos_err("cannot create the HTTP server", NULL);
         goto out;
     }
+    aos_http_server_set_guard(d->server, aos_api_guard);
+    /* Auth backends look users and keys up through the host table. */
+    aos_plugin_host_attach_store(d->app.store);
     if (aos_http_server_bind(d->server, err, sizeof err) != 0) {
         aos_err("cannot listen", "error", err, NULL);
         goto out;
@@ -416,7 +444,9 @@ out:
         aos_loop_run_pending(d->main_loop);
     aos_bringup_free(d->bringup);
     aos_http_server_free(d->server);
+    aos_plugin_host_attach_store(NULL);
     aos_store_free(d->app.store);
+    aos_gate_free(d->app.login_gate);
     aos_metrics_free(d->app.metrics);
     if (sig_term != NULL)
         event_free(sig_term);

@@ -14,7 +14,7 @@ static pthread_mutex_t current_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct aos_runtime *current;
 static uint64_t last_generation;
 
-struct aos_runtime *aos_runtime_new(struct aos_conf *conf, struct aos_plugin_set *plugins)
+struct aos_runtime *aos_runtime_new(struct aos_conf *conf, struct aos_plugin_set *plugins, struct aos_jwt_key *jwt)
 {
     struct aos_runtime *rt = calloc(1, sizeof *rt);
     if (rt == NULL)
@@ -22,6 +22,10 @@ struct aos_runtime *aos_runtime_new(struct aos_conf *conf, struct aos_plugin_set
     atomic_init(&rt->refs, 1);
     rt->conf = conf;
     rt->plugins = plugins;
+    if (jwt != NULL) {
+        rt->jwt = *jwt;
+        *jwt = (struct aos_jwt_key){0};
+    }
     return rt;
 }
 
@@ -51,6 +55,7 @@ void aos_runtime_release(struct aos_runtime *rt)
         return;
     aos_plugin_set_free(rt->plugins);
     aos_conf_free(rt->conf);
+    aos_jwt_key_clear(&rt->jwt);
     free(rt);
 }
 

@@ -13,6 +13,8 @@
 #include <stdatomic.h>
 #include <stdint.h>
 
+#include "auth/jwt.h"
+
 struct aos_conf;
 struct aos_plugin_set;
 
@@ -21,11 +23,13 @@ struct aos_runtime {
     uint64_t generation;           /* 1 for the start-up config, +1 per reload */
     struct aos_conf *conf;         /* owned */
     struct aos_plugin_set *plugins; /* owned */
+    struct aos_jwt_key jwt;        /* owned; re-read on every reload (key rotation) */
 };
 
-/* Takes ownership of conf and plugins.  Returns NULL on allocation failure
+/* Takes ownership of conf and plugins (and of *jwt, which is moved and
+ * zeroed; may be NULL).  Returns NULL on allocation failure
  * (then the caller still owns both). */
-struct aos_runtime *aos_runtime_new(struct aos_conf *conf, struct aos_plugin_set *plugins);
+struct aos_runtime *aos_runtime_new(struct aos_conf *conf, struct aos_plugin_set *plugins, struct aos_jwt_key *jwt);
 
 /* Makes rt the current generation, taking over the caller's reference;
  * the previous one is released. */

@@ -16,6 +16,7 @@ struct aos_router;
 struct aos_http_server;
 struct aos_http_request;
 struct aos_store;
+struct aos_gate;
 
 /* Why the node is not ready; each condition is tracked separately so that
  * e.g. a store outage during a drain reports both. */
@@ -30,6 +31,7 @@ struct aos_app {
     struct aos_metrics *metrics;
     struct aos_http_server *server;
     struct aos_store *store;
+    struct aos_gate *login_gate; /* bounds concurrent Argon2id work */
     time_t started;
 
     /* private: readiness, guarded by lock */
@@ -55,6 +57,14 @@ void aos_api_store_error(struct aos_http_request *req, int status, const char *d
 
 /* AOS_TESTING=1 only: POST /api/v1/testing/echo (see aosd(8)). */
 int aos_api_testing_register(struct aos_router *router, struct aos_app *app, char *err, size_t errlen);
+
+/* The auth guard (see guard.c): installed with aos_http_server_set_guard. */
+void aos_api_guard(struct aos_http_request *req);
+/* True for a canonical 36-character UUID (any case). */
+bool aos_api_uuid_valid(const char *s);
+
+/* /api/v1/auth/... */
+int aos_api_auth_register(struct aos_router *router, struct aos_app *app, char *err, size_t errlen);
 
 /* /healthz, /readyz, /metrics. */
 int aos_api_ops_register(struct aos_router *router, struct aos_app *app, char *err, size_t errlen);

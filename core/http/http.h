@@ -21,6 +21,8 @@
 
 #include "http/router.h"
 
+#include <aos/plugin.h>
+
 struct aos_loop;
 struct aos_pool;
 struct aos_http_conn;
@@ -47,6 +49,11 @@ struct aos_http_request {
     struct aos_route_match match;
     struct aos_loop *loop;     /* the loop that owns this request */
     void *app;                 /* the application context given to the server */
+    /* Set by the auth guard before the handler of a protected route runs:
+     * the request's tenant is principal.tenant_id, never anything from
+     * the input. */
+    bool authenticated;
+    struct aos_principal principal;
 
     /* private to the server */
     struct aos_http_conn *conn;
@@ -85,6 +92,10 @@ int aos_http_defer(struct aos_http_request *req, struct aos_pool *pool, void (*w
 
 /* True if the client has disconnected (a deferred response will be dropped). */
 bool aos_http_client_gone(const struct aos_http_request *req);
+
+/* Runs the matched route's handler.  For the auth guard, once it has let
+ * the request through (possibly after deferred work). */
+void aos_http_call_handler(struct aos_http_request *req);
 
 /* Reason phrase for a status code. */
 const char *aos_http_reason(int status);

@@ -59,6 +59,10 @@ struct aos_route {
     unsigned flags; /* reserved for later issues; 0 */
 };
 
+/* The route authenticates credentials when they are sent (principal set)
+ * but does not require them (role NONE); the handler decides. */
+#define AOS_ROUTE_AUTH_OPTIONAL 0x1u
+
 #define AOS_ROUTE_MAX_PARAMS 8
 
 struct aos_route_param {

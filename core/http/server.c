@@ -121,6 +121,7 @@ struct aos_http_server {
     const struct aos_router *router;
     struct aos_metrics *metrics;
     void *app;
+    aos_http_guard_fn guard;
     struct aos_http_limits initial_limits;
     struct hloop *loops;
     int nloops;
@@ -757,7 +758,11 @@ static void conn_dispatch(struct aos_http_conn *c)
         aos_router_match(c->hl->server->router, method, req->path, req->path_len, &req->match);
     switch (st) {
     case AOS_ROUTE_FOUND:
-        req->match.route->handler(req, req->match.ctx);
+        if (c->hl->server->guard != NULL &&
+            (req->match.route->role != AOS_ROLE_NONE || (req->match.route->flags & AOS_ROUTE_AUTH_OPTIONAL)))
+            c->hl->server->guard(req);
+        else
+            aos_http_call_handler(req);
         return;
     case AOS_ROUTE_METHOD_NOT_ALLOWED:
         aos_http_add_header(req, "Allow", req->match.allow);
@@ -773,6 +778,13 @@ static void conn_dispatch(struct aos_http_conn *c)
         return;
     }
 }
+
+void aos_http_call_handler(struct aos_http_request *req)
+{
+    req->match.route->handler(req, req->match.ctx);
+}
+
+void aos_http_server_set_guard(struct aos_http_server *server, aos_http_guard_fn guard) { server->guard = guard; }
 
 static void conn_parse_error(struct aos_http_conn *c)
 {

@@ -22,6 +22,7 @@
 #include "http/router.h"
 
 struct aos_http_server;
+struct aos_http_request;
 struct aos_metrics;
 struct aos_loop;
 
@@ -46,6 +47,12 @@ void aos_http_limits_from_conf(struct aos_http_limits *limits, const struct aos_
  * as req->app. */
 struct aos_http_server *aos_http_server_new(const struct aos_conf_server *conf, const struct aos_router *router,
                                             struct aos_metrics *metrics, void *app);
+/* The guard runs instead of the handler for routes that declare a role
+ * (or AOS_ROUTE_AUTH_OPTIONAL); it authenticates and authorises, then
+ * calls aos_http_call_handler(req) or responds itself.  Set before start. */
+typedef void (*aos_http_guard_fn)(struct aos_http_request *req);
+void aos_http_server_set_guard(struct aos_http_server *server, aos_http_guard_fn guard);
+
 /* Opens the listening sockets.  Returns 0, or -1 with a message in err. */
 int aos_http_server_bind(struct aos_http_server *server, char *err, size_t errlen);
 /* Starts the loop threads.  Returns 0 or -1. */

@@ -93,7 +93,8 @@ class Response:
 class Daemon:
     """One aosd process with its own directory, config and port."""
 
-    def __init__(self, server_extra="", plugins=("agent-echo",), extra="", testing=True, store=None):
+    def __init__(self, server_extra="", plugins=("agent-echo",), extra="", testing=True, store=None,
+                 auth_extra="", tenants=None):
         self.dir = tempfile.mkdtemp(prefix="aosd-it-")
         self.port = free_port()
         self.plugins_dir = os.path.join(self.dir, "plugins")
@@ -111,6 +112,8 @@ class Daemon:
         self.server_extra = server_extra
         self.extra = extra
         self.testing = testing
+        self.auth_extra = auth_extra
+        self.tenants = tenants or [(TENANT_ID, "acme")]
         # The store group; default: SQLite in the daemon's own directory.
         self.store = store or 'driver = "sqlite"; path = "%s/data/aos.db";' % self.dir
         self.write_conf()
@@ -124,11 +127,12 @@ class Daemon:
         return (
             'server: { listen = [ "127.0.0.1:%d" ]; data_dir = "%s/data"; %s };\n'
             "store: { %s };\n"
-            'auth: { jwt_secret_file = "%s/jwt.key"; };\n'
+            'auth: { jwt_secret_file = "%s/jwt.key"; %s };\n'
             'plugins: { dir = "%s"; enable = [ %s ]; };\n'
-            'tenants = ( { id = "%s"; name = "acme"; } );\n'
+            "tenants = ( %s );\n"
             "%s\n"
-            % (self.port, self.dir, server_extra, self.store, self.dir, self.plugins_dir, enable, TENANT_ID, extra)
+            % (self.port, self.dir, server_extra, self.store, self.dir, self.auth_extra, self.plugins_dir, enable,
+               ", ".join('{ id = "%s"; name = "%s"; }' % t for t in self.tenants), extra)
         )
 
     def write_conf(self, text=None):
@@ -147,6 +151,16 @@ class Daemon:
         if wait:
             self.wait_ready()
         return self
+
+    def jwt_key(self):
+        with open(os.path.join(self.dir, "jwt.key"), "rb") as f:
+            return f.read()
+
+    def aosctl(self, *args, stdin=None):
+        """Runs tools/aosctl against this daemon's config."""
+        p = subprocess.run([os.path.join(BUILDDIR, "tools", "aosctl"), "-c", self.conf] + list(args),
+                           input=stdin, capture_output=True, text=True, timeout=60)
+        return p.returncode, p.stdout, p.stderr
 
     def wait_ready(self, timeout=30.0):
         deadline = time.monotonic() + timeout
@@ -269,6 +283,25 @@ def parse_responses(data):
         out.append((status, headers, rest[:n]))
         data = rest[n:]
     return out
+
+
+def pg_private_store():
+    """When AOS_TEST_PGSQL is set: a private schema on that server, so tests
+    running in parallel (and their tenant syncs) never see each other.
+    Returns (store settings, cleanup function) or (None, None)."""
+    url = os.environ.get("AOS_TEST_PGSQL")
+    if not url:
+        return None, None
+    schema = "aos_it_" + os.urandom(6).hex()
+    subprocess.run(["psql", url, "-qAtX", "-v", "ON_ERROR_STOP=1", "-c", "CREATE SCHEMA %s" % schema],
+                   check=True, timeout=60, stdout=subprocess.DEVNULL)
+    conninfo = url + ("&" if "?" in url else "?") + "options=-csearch_path%3D" + schema
+
+    def cleanup():
+        subprocess.run(["psql", url, "-qAtX", "-c", "DROP SCHEMA %s CASCADE" % schema], timeout=60,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    return 'driver = "pgsql"; conninfo = "%s"; auto_migrate = true; pool_size = 3;' % conninfo, cleanup
 
 
 PG_BIN_CANDIDATES = ["/usr/lib/postgresql/%d/bin" % v for v in range(20, 12, -1)]

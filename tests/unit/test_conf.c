@@ -209,7 +209,7 @@ static void test_design_minimal(void **state)
     assert_string_equal(c->auth.registration_tenant, "");
     assert_int_equal(c->auth.password_min_length, 12);
     assert_int_equal(c->auth.password_max_length, 128);
-    assert_int_equal(c->auth.max_concurrent_hashes, 4);
+    assert_int_equal(c->auth.max_concurrent_hashes, 2);
     assert_int_equal(c->auth.argon2.t_cost, 2);
     assert_int_equal(c->auth.argon2.m_cost_kib, 19456);
     assert_int_equal(c->auth.argon2.parallelism, 1);
@@ -387,8 +387,10 @@ static void test_reference_config(void **state)
     assert_string_equal(c->server.data_dir, "/var/lib/aos");
     assert_string_equal(c->store.path, "/var/lib/aos/aos.db");
     assert_true(c->store.auto_migrate);
-    assert_int_equal(c->plugins.nenable, 1);
+    assert_int_equal(c->plugins.nenable, 3);
     assert_string_equal(c->plugins.enable[0], "agent-echo");
+    assert_string_equal(c->plugins.enable[1], "auth-local");
+    assert_string_equal(c->plugins.enable[2], "auth-apikey");
     b = aos_conf_plugin_block(c, "agent-echo");
     assert_non_null(b);
     assert_string_equal(b->name, "agent-echo");
@@ -401,7 +403,7 @@ static void test_reference_config(void **state)
     assert_int_equal(c->chaos.nrules, 0);
     /* The reference states the defaults: it must agree with the tables. */
     assert_int_equal(c->server.max_body_size, 1048576);
-    assert_int_equal(c->auth.max_concurrent_hashes, c->server.workers);
+    assert_int_equal(c->auth.max_concurrent_hashes, c->server.workers / 2);
     assert_int_equal(c->governance.runs_days, 365);
 }
 
@@ -448,7 +450,7 @@ static void test_confd_merge(void **state)
     assert_string_equal(c->files[2], "conf.d/20-b.conf");
     assert_int_equal(c->server.threads, 2);
     assert_int_equal(c->server.workers, 8);
-    assert_int_equal(c->auth.max_concurrent_hashes, 8); /* follows workers */
+    assert_int_equal(c->auth.max_concurrent_hashes, 4); /* half of workers */
     assert_int_equal(c->limits.read.per_minute, 5);
     assert_int_equal(c->limits.read.burst, 7);
     assert_int_equal(c->limits.write.per_minute, 100);
