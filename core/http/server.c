@@ -122,6 +122,8 @@ struct aos_http_server {
     struct aos_metrics *metrics;
     void *app;
     aos_http_guard_fn guard;
+    aos_http_observer_fn observer;
+    void *observer_arg;
     struct aos_http_limits initial_limits;
     struct hloop *loops;
     int nloops;
@@ -142,6 +144,19 @@ static uint64_t now_ns(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static int64_t wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void observe(struct aos_http_server *server, const struct aos_http_log_entry *e)
+{
+    if (server->observer != NULL)
+        server->observer(server->observer_arg, e);
 }
 
 static struct timeval seconds_tv(double s)
@@ -396,6 +411,15 @@ static void conn_fail(struct aos_http_conn *c, int status, const char *code, con
     bufferevent_disable(c->bev, EV_READ);
     conn_queue_response(c, status, "application/json", NULL, request_id, text, len, true);
     aos_metrics_observe(c->hl->server->metrics, -1, NULL, status, 0);
+    struct aos_http_log_entry entry = {
+        .time_ms = wall_ms(),
+        .request_id = request_id,
+        .method = c->req != NULL && c->req->method[0] != '\0' ? c->req->method : "-",
+        .status = status,
+        .bytes_out = len,
+        .peer_ip = c->peer_ip,
+    };
+    observe(c->hl->server, &entry);
     aos_log(AOS_LVL_INFO, "request refused", "status", code, "client", c->peer_ip, "request_id", request_id,
             "reason", message, NULL);
     if (obj != NULL)
@@ -440,8 +464,23 @@ void aos_http_respond(struct aos_http_request *req, int status, const char *cont
     if (!r->keep_alive)
         c->close_after_write = true;
     conn_queue_response(c, status, content_type, req->out_headers, r->request_id, body, len, !req->head);
+    uint64_t elapsed = now_ns() - req->start_ns;
     aos_metrics_observe(c->hl->server->metrics, req->match.route != NULL ? req->match.index : -1, req->method,
-                        status, now_ns() - req->start_ns);
+                        status, elapsed);
+    struct aos_http_log_entry entry = {
+        .time_ms = wall_ms(),
+        .request_id = r->request_id,
+        .method = req->method,
+        .route = req->match.route != NULL ? req->match.route->pattern : NULL,
+        .status = status,
+        .latency_us = elapsed / 1000,
+        .bytes_in = req->body_len,
+        .bytes_out = req->head ? 0 : len,
+        .peer_ip = c->peer_ip,
+        .tenant_id = req->authenticated ? req->principal.tenant_id : NULL,
+        .principal = req->authenticated ? req->principal.subject : NULL,
+    };
+    observe(c->hl->server, &entry);
     c->req = NULL;
     req_free(r);
 }
@@ -785,6 +824,13 @@ void aos_http_call_handler(struct aos_http_request *req)
 }
 
 void aos_http_server_set_guard(struct aos_http_server *server, aos_http_guard_fn guard) { server->guard = guard; }
+
+void aos_http_server_set_observer(struct aos_http_server *server, aos_http_observer_fn fn, void *arg)
+{
+    server->observer = fn;
+    server->observer_arg = arg;
+}
+
 
 static void conn_parse_error(struct aos_http_conn *c)
 {

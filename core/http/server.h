@@ -53,6 +53,27 @@ struct aos_http_server *aos_http_server_new(const struct aos_conf_server *conf, 
 typedef void (*aos_http_guard_fn)(struct aos_http_request *req);
 void aos_http_server_set_guard(struct aos_http_server *server, aos_http_guard_fn guard);
 
+/* What the server knows about one finished request, for the API journal.
+ * Every pointer is valid only during the observer call: copy what you keep.
+ * Never holds bodies, headers or credentials. */
+struct aos_http_log_entry {
+    int64_t time_ms;          /* wall clock when the response was queued */
+    const char *request_id;
+    const char *method;
+    const char *route;        /* matched pattern, or NULL (404, refused) */
+    int status;
+    uint64_t latency_us;      /* request complete -> response queued */
+    uint64_t bytes_in;        /* request body */
+    uint64_t bytes_out;       /* response body */
+    const char *peer_ip;
+    const char *tenant_id;    /* principal's tenant, or NULL if unauthenticated */
+    const char *principal;    /* principal's subject, or NULL */
+};
+/* Called on the request's loop thread after every response (including
+ * requests refused before routing).  Must not block.  Set before start. */
+typedef void (*aos_http_observer_fn)(void *arg, const struct aos_http_log_entry *entry);
+void aos_http_server_set_observer(struct aos_http_server *server, aos_http_observer_fn fn, void *arg);
+
 /* Opens the listening sockets.  Returns 0, or -1 with a message in err. */
 int aos_http_server_bind(struct aos_http_server *server, char *err, size_t errlen);
 /* Starts the loop threads.  Returns 0 or -1. */
