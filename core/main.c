@@ -11,6 +11,7 @@
 #include "auth/password.h"
 #include "bringup.h"
 #include "conf.h"
+#include "gateway/journal.h"
 #include "http/router.h"
 #include "http/server.h"
 #include "log.h"
@@ -269,6 +270,7 @@ static void reload(struct daemon *d)
     struct aos_http_limits limits;
     aos_http_limits_from_conf(&limits, now);
     aos_http_server_set_limits(d->server, &limits);
+    aos_journal_set_retention(d->app.journal, rt->conf->governance.journal_days);
     apply_log_settings(rt->conf);
     aos_runtime_publish(rt);
     char gen[24];
@@ -374,6 +376,7 @@ static int serve(struct daemon *d, struct aos_runtime *rt)
     }
     if (aos_api_ops_register(d->router, &d->app, err, sizeof err) != 0 ||
         aos_api_auth_register(d->router, &d->app, err, sizeof err) != 0 ||
+        aos_api_journal_register(d->router, &d->app, err, sizeof err) != 0 ||
         (testing_mode() && aos_api_testing_register(d->router, &d->app, err, sizeof err) != 0)) {
         aos_err("cannot register routes", "error", err, NULL);
         goto out;
@@ -384,7 +387,12 @@ static int serve(struct daemon *d, struct aos_runtime *rt)
     d->app.pool = aos_pool_new(sc->workers, sc->pool_queue);
     d->app.store = aos_store_new(&rt->conf->store);
     d->app.login_gate = aos_gate_new(rt->conf->auth.max_concurrent_hashes);
-    if (d->app.metrics == NULL || d->app.pool == NULL || d->app.store == NULL || d->app.login_gate == NULL) {
+    if (d->app.store != NULL) {
+        struct aos_journal_config jc = {.retention_days = rt->conf->governance.journal_days};
+        d->app.journal = aos_journal_new(d->app.store, &jc);
+    }
+    if (d->app.metrics == NULL || d->app.pool == NULL || d->app.store == NULL || d->app.login_gate == NULL ||
+        d->app.journal == NULL) {
         aos_err("out of memory at start-up", NULL);
         goto out;
     }
@@ -396,6 +404,8 @@ static int serve(struct daemon *d, struct aos_runtime *rt)
         goto out;
     }
     aos_http_server_set_guard(d->server, aos_api_guard);
+    /* Every answered request goes to the API journal, off the hot path. */
+    aos_http_server_set_observer(d->server, aos_journal_observer, d->app.journal);
     /* Auth backends look users and keys up through the host table. */
     aos_plugin_host_attach_store(d->app.store);
     if (aos_http_server_bind(d->server, err, sizeof err) != 0) {
@@ -444,6 +454,9 @@ out:
         aos_loop_run_pending(d->main_loop);
     aos_bringup_free(d->bringup);
     aos_http_server_free(d->server);
+    /* After the loops (no more entries), before the store: flushes all. */
+    aos_journal_free(d->app.journal);
+    d->app.journal = NULL;
     aos_plugin_host_attach_store(NULL);
     aos_store_free(d->app.store);
     aos_gate_free(d->app.login_gate);

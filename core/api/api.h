@@ -17,6 +17,8 @@ struct aos_http_server;
 struct aos_http_request;
 struct aos_store;
 struct aos_gate;
+struct aos_pii;
+struct aos_journal;
 
 /* Why the node is not ready; each condition is tracked separately so that
  * e.g. a store outage during a drain reports both. */
@@ -32,6 +34,8 @@ struct aos_app {
     struct aos_http_server *server;
     struct aos_store *store;
     struct aos_gate *login_gate; /* bounds concurrent Argon2id work */
+    struct aos_pii *pii;         /* PII detectors (core/pii); NULL: /pii answers 503 */
+    struct aos_journal *journal; /* API journal writer (gateway/journal.h) */
     time_t started;
 
     /* private: readiness, guarded by lock */
@@ -65,6 +69,12 @@ bool aos_api_uuid_valid(const char *s);
 
 /* /api/v1/auth/... */
 int aos_api_auth_register(struct aos_router *router, struct aos_app *app, char *err, size_t errlen);
+
+/* GET /api/v1/journal (tenant admins). */
+int aos_api_journal_register(struct aos_router *router, struct aos_app *app, char *err, size_t errlen);
+
+/* POST /api/v1/pii/analyze and /api/v1/pii/anonymize (app->pii). */
+int aos_api_pii_register(struct aos_router *router, struct aos_app *app, char *err, size_t errlen);
 
 /* /healthz, /readyz, /metrics. */
 int aos_api_ops_register(struct aos_router *router, struct aos_app *app, char *err, size_t errlen);

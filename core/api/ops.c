@@ -3,6 +3,7 @@
 #include "api/api.h"
 
 #include "http/http.h"
+#include "gateway/journal.h"
 #include "http/server.h"
 #include "metrics.h"
 #include "plugin.h"
@@ -101,6 +102,9 @@ static void handle_metrics(struct aos_http_request *req, void *ctx)
     double plugins = rt != NULL ? (double)aos_plugin_set_count(rt->plugins) : 0;
     double generation = rt != NULL ? (double)rt->generation : 0;
     aos_runtime_release(rt);
+    struct aos_journal_stats js = {0};
+    if (app->journal != NULL)
+        aos_journal_get_stats(app->journal, &js);
     const struct aos_metrics_gauge gauges[] = {
         {"aosd_plugins_loaded", "Plugins loaded and initialised.", plugins},
         {"aosd_config_generation", "Configuration generation in force (1 at start, +1 per reload).", generation},
@@ -108,6 +112,11 @@ static void handle_metrics(struct aos_http_request *req, void *ctx)
         {"aosd_pool_pending_jobs", "Blocking jobs queued or running.", (double)aos_pool_pending(app->pool)},
         {"aosd_ready", "1 when ready to serve.", aos_app_ready(app, NULL, 0) ? 1.0 : 0.0},
         {"aosd_uptime_seconds", "Seconds since start.", difftime(time(NULL), app->started)},
+        {"aosd_journal_written", "Journal rows committed.", (double)js.written},
+        {"aosd_journal_dropped", "Journal entries lost (queue full, or store down at shutdown).", (double)js.dropped},
+        {"aosd_journal_failed_batches", "Journal write transactions that failed.", (double)js.failed_batches},
+        {"aosd_journal_unattributed", "Requests without a tenant, not journaled.", (double)js.unattributed},
+        {"aosd_journal_queued", "Journal entries waiting to be written.", (double)js.queued},
     };
     size_t len = 0;
     char *text = aos_metrics_render(app->metrics, gauges, sizeof gauges / sizeof gauges[0], &len);

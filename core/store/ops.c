@@ -1074,3 +1074,182 @@ int aos_store_usage_total(struct aos_store_tx *tx, const char *tenant_id, const 
     aos_db_result_free(res);
     return rc;
 }
+
+/* ---------------------------------------------------------------- journal */
+
+/* INSERT ... SELECT ... FROM tenants: a row for a tenant the store does not
+ * know inserts nothing instead of failing the batch's transaction.  Every
+ * value is CAST so PostgreSQL need not infer types through the SELECT. */
+static const char SQL_JOURNAL_INSERT[] =
+    "INSERT INTO journal (tenant_id, ts, request_id, principal, method, route, status, latency_us, bytes_in, "
+    "bytes_out, client_ip) SELECT id, CAST($2 AS BIGINT), CAST($3 AS TEXT), CAST($4 AS TEXT), "
+    "CAST($5 AS TEXT), CAST($6 AS TEXT), CAST($7 AS INTEGER), CAST($8 AS BIGINT), CAST($9 AS BIGINT), "
+    "CAST($10 AS BIGINT), CAST($11 AS TEXT) FROM tenants WHERE id = $1";
+#define JOURNAL_COLS                                                                                     \
+    "id, tenant_id, ts, request_id, principal, method, route, status, latency_us, bytes_in, bytes_out, " \
+    "client_ip"
+static const char SQL_JOURNAL_LIST_FIRST[] =
+    "SELECT " JOURNAL_COLS " FROM journal WHERE tenant_id = $1 ORDER BY ts DESC, id DESC LIMIT $2";
+static const char SQL_JOURNAL_LIST_AFTER[] = "SELECT " JOURNAL_COLS " FROM journal WHERE tenant_id = $1 "
+                                             "AND (ts < $2 OR (ts = $2 AND id < $3)) "
+                                             "ORDER BY ts DESC, id DESC LIMIT $4";
+/* Only the $2 oldest ids are examined: bounded work however large the
+ * table (there is no index on ts alone). */
+static const char SQL_JOURNAL_PRUNE[] =
+    "DELETE FROM journal WHERE id IN (SELECT id FROM (SELECT id, ts FROM journal ORDER BY id LIMIT $2) AS h "
+    "WHERE ts < $1)";
+
+static struct aos_db_param text_or_null(const char *s)
+{
+    return s[0] != '\0' ? AOS_DB_P_TEXT(s) : AOS_DB_P_NULL;
+}
+
+int aos_store_journal_insert(struct aos_store_tx *tx, const struct aos_journal_record *recs, size_t n,
+                             size_t *inserted, char *err, size_t errlen)
+{
+    size_t i;
+
+    *inserted = 0;
+    for (i = 0; i < n; i++) {
+        const struct aos_journal_record *r = &recs[i];
+        struct aos_db_result *res = NULL;
+        char tid[AOS_ID_LEN];
+        int rc;
+
+        if (!aos_store_id_norm(r->tenant_id, tid))
+            continue;
+        struct aos_db_param p[] = {
+            AOS_DB_P_TEXT(tid),         AOS_DB_P_INT(r->time_ms),    AOS_DB_P_TEXT(r->request_id),
+            text_or_null(r->principal), AOS_DB_P_TEXT(r->method),    AOS_DB_P_TEXT(r->route),
+            AOS_DB_P_INT(r->status),    AOS_DB_P_INT(r->latency_us), AOS_DB_P_INT(r->bytes_in),
+            AOS_DB_P_INT(r->bytes_out), text_or_null(r->client_ip)};
+        rc = aos_store_exec(tx, SQL_JOURNAL_INSERT, p, NPARAMS(p), &res, err, errlen);
+        if (rc != AOS_DB_OK)
+            return rc;
+        *inserted += (size_t)aos_db_result_changes(res);
+        aos_db_result_free(res);
+    }
+    return AOS_DB_OK;
+}
+
+/* Cursor "<ts>.<id>" (both decimal): the last row of the previous page. */
+static bool journal_cursor_parse(const char *cursor, int64_t *ts, int64_t *id)
+{
+    char *end;
+    long long a, b;
+
+    if (!isdigit((unsigned char)cursor[0]))
+        return false;
+    errno = 0;
+    a = strtoll(cursor, &end, 10);
+    if (errno != 0 || *end != '.' || !isdigit((unsigned char)end[1]))
+        return false;
+    b = strtoll(end + 1, &end, 10);
+    if (errno != 0 || *end != '\0')
+        return false;
+    *ts = (int64_t)a;
+    *id = (int64_t)b;
+    return true;
+}
+
+static int journal_from_row(const struct aos_db_result *r, size_t row, struct aos_journal_record *j,
+                            char *err, size_t errlen)
+{
+    int rc;
+
+    j->id = aos_db_result_int(r, row, 0);
+    j->time_ms = aos_db_result_int(r, row, 2);
+    j->status = (int)aos_db_result_int(r, row, 7);
+    j->latency_us = aos_db_result_int(r, row, 8);
+    j->bytes_in = aos_db_result_int(r, row, 9);
+    j->bytes_out = aos_db_result_int(r, row, 10);
+    if ((rc = cell_fixed(r, row, 1, j->tenant_id, sizeof(j->tenant_id), err, errlen)) != AOS_DB_OK ||
+        (rc = cell_fixed(r, row, 3, j->request_id, sizeof(j->request_id), err, errlen)) != AOS_DB_OK ||
+        (rc = cell_fixed(r, row, 4, j->principal, sizeof(j->principal), err, errlen)) != AOS_DB_OK ||
+        (rc = cell_fixed(r, row, 5, j->method, sizeof(j->method), err, errlen)) != AOS_DB_OK ||
+        (rc = cell_fixed(r, row, 6, j->route, sizeof(j->route), err, errlen)) != AOS_DB_OK ||
+        (rc = cell_fixed(r, row, 11, j->client_ip, sizeof(j->client_ip), err, errlen)) != AOS_DB_OK)
+        return rc;
+    return AOS_DB_OK;
+}
+
+int aos_store_journal_list(struct aos_store_tx *tx, const char *tenant_id, const char *cursor, size_t limit,
+                           struct aos_journal_record **out, size_t *n, char next_cursor[AOS_CURSOR_LEN],
+                           char *err, size_t errlen)
+{
+    struct aos_db_result *res = NULL;
+    struct aos_journal_record *list = NULL;
+    char tid[AOS_ID_LEN];
+    int64_t after_ts = 0, after_id = 0;
+    size_t i, rows, take;
+    bool first = cursor == NULL || cursor[0] == '\0';
+    int rc;
+
+    *out = NULL;
+    *n = 0;
+    next_cursor[0] = '\0';
+    if (limit < 1 || limit > 1000) {
+        seterr(err, errlen, "page size must be 1 to 1000");
+        return AOS_DB_CONSTRAINT;
+    }
+    if (!first && !journal_cursor_parse(cursor, &after_ts, &after_id)) {
+        seterr(err, errlen, "malformed cursor");
+        return AOS_DB_CONSTRAINT;
+    }
+    if (!aos_store_id_norm(tenant_id, tid))
+        return AOS_DB_OK; /* no such tenant: nothing journaled */
+    /* One row more than the page tells whether another page follows. */
+    if (first) {
+        struct aos_db_param p[] = {AOS_DB_P_TEXT(tid), AOS_DB_P_INT(limit + 1)};
+        rc = aos_store_exec(tx, SQL_JOURNAL_LIST_FIRST, p, NPARAMS(p), &res, err, errlen);
+    } else {
+        struct aos_db_param p[] = {AOS_DB_P_TEXT(tid), AOS_DB_P_INT(after_ts), AOS_DB_P_INT(after_id),
+                                   AOS_DB_P_INT(limit + 1)};
+        rc = aos_store_exec(tx, SQL_JOURNAL_LIST_AFTER, p, NPARAMS(p), &res, err, errlen);
+    }
+    if (rc != AOS_DB_OK)
+        goto out;
+    rows = aos_db_result_rows(res);
+    take = rows > limit ? limit : rows;
+    if (take == 0)
+        goto out;
+    list = calloc(take, sizeof(*list));
+    if (list == NULL) {
+        rc = oom(err, errlen);
+        goto out;
+    }
+    for (i = 0; i < take; i++) {
+        rc = journal_from_row(res, i, &list[i], err, errlen);
+        if (rc != AOS_DB_OK)
+            goto out;
+    }
+    if (rows > limit)
+        snprintf(next_cursor, AOS_CURSOR_LEN, "%" PRId64 ".%" PRId64, list[take - 1].time_ms,
+                 list[take - 1].id);
+    *out = list;
+    *n = take;
+    list = NULL;
+out:
+    free(list);
+    aos_db_result_free(res);
+    return rc;
+}
+
+int aos_store_journal_prune(struct aos_store_tx *tx, int64_t older_than_ms, size_t limit, size_t *deleted,
+                            char *err, size_t errlen)
+{
+    struct aos_db_result *res = NULL;
+    int rc;
+
+    *deleted = 0;
+    if (limit < 1 || limit > 1000000) {
+        seterr(err, errlen, "prune chunk must be 1 to 1000000");
+        return AOS_DB_CONSTRAINT;
+    }
+    struct aos_db_param p[] = {AOS_DB_P_INT(older_than_ms), AOS_DB_P_INT(limit)};
+    rc = aos_store_exec(tx, SQL_JOURNAL_PRUNE, p, NPARAMS(p), &res, err, errlen);
+    if (rc == AOS_DB_OK)
+        *deleted = (size_t)aos_db_result_changes(res);
+    aos_db_result_free(res);
+    return rc;
+}

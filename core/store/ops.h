@@ -227,4 +227,54 @@ int aos_store_usage_total(struct aos_store_tx *tx, const char *tenant_id, const 
                           const char *from_day, const char *to_day, struct aos_usage *out, char *err,
                           size_t errlen);
 
+/* ---------------------------------------------------------------- journal */
+
+/* The API journal (core/gateway/journal.h writes it, GET /api/v1/journal
+ * reads it): one row per authenticated request.  Never bodies, headers,
+ * tokens or raw paths: the route is the matched pattern.  Fixed-size
+ * fields so that the writer's queue needs no allocation per request. */
+#define AOS_JOURNAL_RID_LEN 129 /* X-Request-ID (server limit 128) + NUL */
+#define AOS_JOURNAL_METHOD_LEN 16
+#define AOS_JOURNAL_ROUTE_LEN 160
+#define AOS_JOURNAL_PRINCIPAL_LEN 64
+#define AOS_JOURNAL_IP_LEN 64
+struct aos_journal_record {
+    int64_t id; /* from lists; ignored by insert */
+    char tenant_id[AOS_ID_LEN];
+    int64_t time_ms;
+    char request_id[AOS_JOURNAL_RID_LEN];
+    char principal[AOS_JOURNAL_PRINCIPAL_LEN]; /* "" = none (stored as NULL) */
+    char method[AOS_JOURNAL_METHOD_LEN];
+    char route[AOS_JOURNAL_ROUTE_LEN];
+    int status;
+    int64_t latency_us;
+    int64_t bytes_in;
+    int64_t bytes_out;
+    char client_ip[AOS_JOURNAL_IP_LEN]; /* "" = unknown (stored as NULL) */
+};
+
+/* Inserts recs[0..n) (repeated prepared inserts: call it in ONE write
+ * transaction per batch).  A record whose tenant_id is malformed or names
+ * no tenant in the store is skipped, not an error -- a batch must never
+ * be poisoned by one row -- so *inserted may be < n.  Text fields must be
+ * valid UTF-8 (the gateway writer keeps them printable ASCII). */
+int aos_store_journal_insert(struct aos_store_tx *tx, const struct aos_journal_record *recs, size_t n,
+                             size_t *inserted, char *err, size_t errlen);
+/* One page of the tenant's journal, NEWEST first (time, then id).  cursor:
+ * NULL or "" for the first page, else the previous page's next_cursor
+ * ("<time_ms>.<id>", keyset: stable while rows are added).  limit 1..1000.
+ * next_cursor gets "" on the last page.  CONSTRAINT for a malformed cursor
+ * or limit.  *out is malloc'd (NULL when *n == 0): free() it. */
+int aos_store_journal_list(struct aos_store_tx *tx, const char *tenant_id, const char *cursor, size_t limit,
+                           struct aos_journal_record **out, size_t *n, char next_cursor[AOS_CURSOR_LEN],
+                           char *err, size_t errlen);
+/* Retention, across tenants: deletes up to `limit` rows with time before
+ * older_than_ms, oldest ids first; *deleted says how many (call again
+ * while it equals limit).  Bounded work per call: it looks only at the
+ * `limit` oldest rows by id, which are the oldest by time as rows are
+ * written in time order (a row stamped in the future by a clock jump
+ * delays the rows behind it until its own time passes). */
+int aos_store_journal_prune(struct aos_store_tx *tx, int64_t older_than_ms, size_t limit, size_t *deleted,
+                            char *err, size_t errlen);
+
 #endif

@@ -141,6 +141,7 @@ ROUTES = [
     ("GET", "/api/v1/auth/api-keys", "admin", None),
     ("POST", "/api/v1/auth/api-keys", "admin", {"role": "user"}),
     ("DELETE", "/api/v1/auth/api-keys/{acme_key_id}", "admin", None),
+    ("GET", "/api/v1/journal", "admin", None),
 ]
 RANK = {"user": 1, "approver": 2, "admin": 3}
 
