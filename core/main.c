@@ -12,6 +12,7 @@
 #include "bringup.h"
 #include "conf.h"
 #include "gateway/journal.h"
+#include "gateway/ratelimit.h"
 #include "http/router.h"
 #include "http/server.h"
 #include "log.h"
@@ -262,6 +263,8 @@ static void reload(struct daemon *d)
         listen_changed = strcmp(was->listen[i].text, now->listen[i].text) != 0;
     if (listen_changed || was->threads != now->threads || was->workers != now->workers)
         aos_warn("server.listen, server.threads and server.workers take effect only after a restart", NULL);
+    char old_policy[16];
+    snprintf(old_policy, sizeof old_policy, "%s", old->conf->limits.policy);
     if (store_conf_changed(&old->conf->store, &rt->conf->store))
         aos_warn("store.driver, store.path, store.conninfo and store.pool_size take effect only after a restart",
                  NULL);
@@ -271,6 +274,10 @@ static void reload(struct daemon *d)
     aos_http_limits_from_conf(&limits, now);
     aos_http_server_set_limits(d->server, &limits);
     aos_journal_set_retention(d->app.journal, rt->conf->governance.journal_days);
+    if (aos_ratelimit_set_limits(d->app.ratelimit, &rt->conf->limits, rt->conf->tenants, rt->conf->ntenants) != 0)
+        aos_err("rate limits not reloaded: keeping the previous ones", NULL);
+    if (strcmp(old_policy, rt->conf->limits.policy) != 0)
+        aos_warn("limits.policy takes effect only after a restart", NULL);
     apply_log_settings(rt->conf);
     aos_runtime_publish(rt);
     char gen[24];
@@ -391,8 +398,14 @@ static int serve(struct daemon *d, struct aos_runtime *rt)
         struct aos_journal_config jc = {.retention_days = rt->conf->governance.journal_days};
         d->app.journal = aos_journal_new(d->app.store, &jc);
     }
+    d->app.ratelimit = aos_ratelimit_new(&rt->conf->limits, &rt->conf->redis);
+    if (d->app.ratelimit != NULL &&
+        aos_ratelimit_set_limits(d->app.ratelimit, &rt->conf->limits, rt->conf->tenants, rt->conf->ntenants) != 0) {
+        aos_err("invalid rate limits", NULL);
+        goto out;
+    }
     if (d->app.metrics == NULL || d->app.pool == NULL || d->app.store == NULL || d->app.login_gate == NULL ||
-        d->app.journal == NULL) {
+        d->app.journal == NULL || d->app.ratelimit == NULL) {
         aos_err("out of memory at start-up", NULL);
         goto out;
     }
@@ -406,6 +419,12 @@ static int serve(struct daemon *d, struct aos_runtime *rt)
     aos_http_server_set_guard(d->server, aos_api_guard);
     /* Every answered request goes to the API journal, off the hot path. */
     aos_http_server_set_observer(d->server, aos_journal_observer, d->app.journal);
+    /* Each HTTP loop gets its own connection to Redis (policy "redis"). */
+    for (int i = 0; i < aos_http_server_loop_count(d->server); i++)
+        if (aos_ratelimit_attach_loop(d->app.ratelimit, aos_http_server_loop(d->server, i)) != 0) {
+            aos_err("cannot set up the rate limiter", NULL);
+            goto out;
+        }
     /* Auth backends look users and keys up through the host table. */
     aos_plugin_host_attach_store(d->app.store);
     if (aos_http_server_bind(d->server, err, sizeof err) != 0) {
@@ -452,6 +471,8 @@ out:
     d->app.pool = NULL;
     if (d->main_loop != NULL)
         aos_loop_run_pending(d->main_loop);
+    /* Loops stopped, not yet freed: what the limiter owns on them goes first. */
+    aos_ratelimit_free(d->app.ratelimit);
     aos_bringup_free(d->bringup);
     aos_http_server_free(d->server);
     /* After the loops (no more entries), before the store: flushes all. */

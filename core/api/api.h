@@ -17,6 +17,7 @@ struct aos_http_server;
 struct aos_http_request;
 struct aos_store;
 struct aos_gate;
+struct aos_ratelimit;
 struct aos_pii;
 struct aos_journal;
 
@@ -34,6 +35,7 @@ struct aos_app {
     struct aos_http_server *server;
     struct aos_store *store;
     struct aos_gate *login_gate; /* bounds concurrent Argon2id work */
+    struct aos_ratelimit *ratelimit;
     struct aos_pii *pii;         /* PII detectors (core/pii); NULL: /pii answers 503 */
     struct aos_journal *journal; /* API journal writer (gateway/journal.h) */
     time_t started;

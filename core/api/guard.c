@@ -1,14 +1,23 @@
 /*
- * The auth guard: runs before the handler of every route that declares a
- * role.  Order of refusals (each a JSON error):
+ * The gateway chain, in the order a request meets it:
+ *
+ *   request id, limits, timeouts   core/http/server.c (before routing)
+ *   API journal                    server observer -> core/gateway/journal.c (after the response)
+ *   authentication                 aos_api_guard: JWT on the loop, API keys on the pool
+ *   tenant                         guard_finish: tenant still configured, X-Tenant-ID must match
+ *   role                           guard_finish: the route's declared role
+ *   rate limit                     gateway_limit: per client IP and per principal, /api/ only
+ *   handler                        aos_http_call_handler
+ *
+ * Refusals (each a JSON error):
  *   no credentials                         401 missing_credentials
  *   bad/expired token, unknown/revoked key 401 invalid_credentials
  *   tenant no longer configured            401 invalid_credentials
  *   X-Tenant-ID not a UUID                 400 invalid_tenant_id
  *   X-Tenant-ID of another tenant          403 tenant_mismatch
  *   role below the route's                 403 forbidden
- * JWTs are verified on the loop (an HMAC: microseconds); API keys need a
- * store lookup, so their check runs on the worker pool.
+ *   over the rate limit                    429 rate_limited (+ Retry-After)
+ *   shared limiter down, redis_fail=closed 503 rate_limit_unavailable
  */
 #include "config.h"
 
@@ -17,6 +26,7 @@
 #include "auth/backends.h"
 #include "auth/jwt.h"
 #include "conf.h"
+#include "gateway/ratelimit.h"
 #include "http/http.h"
 #include "log.h"
 #include "runtime.h"
@@ -50,7 +60,53 @@ bool aos_api_uuid_valid(const char *s)
     return s[sizeof shape - 1] == '\0';
 }
 
-/* Principal known: tenant checks, role check, then the handler. */
+static void limit_done(void *arg, const struct aos_rl_result *r)
+{
+    struct aos_http_request *req = arg;
+    struct aos_rl_header headers[AOS_RL_MAX_HEADERS];
+    size_t n = aos_ratelimit_headers(r, headers, AOS_RL_MAX_HEADERS);
+    for (size_t i = 0; i < n; i++)
+        aos_http_add_header(req, headers[i].name, headers[i].value);
+    if (r->unavailable) {
+        aos_http_respond_error(req, 503, "rate_limit_unavailable",
+                               "the shared rate limiter is unavailable; retry shortly");
+        return;
+    }
+    if (!r->allowed) {
+        aos_http_respond_error(req, 429, "rate_limited", "too many %s requests: %d per minute, bursts of %d",
+                               r->policy_name, r->limit, r->burst);
+        return;
+    }
+    aos_http_call_handler(req);
+}
+
+/* Token buckets per client address and, once known, per principal: both
+ * must have a token (a botnet of one user, or many users behind one
+ * address, are each held).  Only the API is limited: probes and metrics
+ * scrapers are not. */
+static void gateway_limit(struct aos_http_request *req)
+{
+    struct aos_app *app = req->app;
+    if (app->ratelimit == NULL || strncmp(req->path, "/api/", 5) != 0 ||
+        aos_ratelimit_is_exempt(app->ratelimit, req->path)) {
+        aos_http_call_handler(req);
+        return;
+    }
+    char ip_key[80], principal_key[160];
+    const char *keys[2];
+    size_t n = 0;
+    snprintf(ip_key, sizeof ip_key, "ip:%s", req->peer_ip);
+    keys[n++] = ip_key;
+    if (req->authenticated) {
+        snprintf(principal_key, sizeof principal_key, "p:%s:%s", req->principal.tenant_id, req->principal.subject);
+        keys[n++] = principal_key;
+    }
+    bool read = strcmp(req->method, "GET") == 0 || strcmp(req->method, "HEAD") == 0;
+    aos_ratelimit_check(app->ratelimit, req->loop, read ? AOS_RL_READ : AOS_RL_WRITE,
+                        req->authenticated ? req->principal.tenant_id : NULL, keys, n, limit_done, req);
+}
+
+/* Principal known: tenant checks, role check, then the rate limit. */
 static void guard_finish(struct aos_http_request *req)
 {
     struct aos_runtime *rt = aos_runtime_acquire();
@@ -82,7 +138,7 @@ static void guard_finish(struct aos_http_request *req)
         return;
     }
     req->authenticated = true;
-    aos_http_call_handler(req);
+    gateway_limit(req);
 }
 
 struct key_check {
@@ -169,11 +225,18 @@ static void guard_jwt(struct aos_http_request *req, const char *token, size_t le
 
 void aos_api_guard(struct aos_http_request *req)
 {
+    const struct aos_route *route = req->match.route;
+    if (route->role == AOS_ROLE_NONE && !(route->flags & AOS_ROUTE_AUTH_OPTIONAL)) {
+        /* Public route (login, probes): credentials sent along are not
+         * checked, only the address is rate-limited. */
+        gateway_limit(req);
+        return;
+    }
     const char *authz = aos_http_header(req, "Authorization");
     const char *apikey = aos_http_header(req, "X-API-Key");
     if (authz == NULL && apikey == NULL) {
-        if (req->match.route->flags & AOS_ROUTE_AUTH_OPTIONAL)
-            aos_http_call_handler(req);
+        if (route->flags & AOS_ROUTE_AUTH_OPTIONAL)
+            gateway_limit(req);
         else
             unauthorized(req, "missing_credentials", "this operation needs a bearer token or an API key");
         return;

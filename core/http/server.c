@@ -797,8 +797,7 @@ static void conn_dispatch(struct aos_http_conn *c)
         aos_router_match(c->hl->server->router, method, req->path, req->path_len, &req->match);
     switch (st) {
     case AOS_ROUTE_FOUND:
-        if (c->hl->server->guard != NULL &&
-            (req->match.route->role != AOS_ROLE_NONE || (req->match.route->flags & AOS_ROUTE_AUTH_OPTIONAL)))
+        if (c->hl->server->guard != NULL)
             c->hl->server->guard(req);
         else
             aos_http_call_handler(req);
@@ -1075,6 +1074,13 @@ int aos_http_server_bind(struct aos_http_server *server, char *err, size_t errle
 }
 
 int aos_http_server_port(const struct aos_http_server *server) { return server->port; }
+
+int aos_http_server_loop_count(const struct aos_http_server *server) { return server->nloops; }
+
+struct aos_loop *aos_http_server_loop(const struct aos_http_server *server, int i)
+{
+    return i >= 0 && i < server->nloops ? server->loops[i].loop : NULL;
+}
 
 /* ------------------------------------------------------------- server */
 

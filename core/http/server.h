@@ -47,9 +47,9 @@ void aos_http_limits_from_conf(struct aos_http_limits *limits, const struct aos_
  * as req->app. */
 struct aos_http_server *aos_http_server_new(const struct aos_conf_server *conf, const struct aos_router *router,
                                             struct aos_metrics *metrics, void *app);
-/* The guard runs instead of the handler for routes that declare a role
- * (or AOS_ROUTE_AUTH_OPTIONAL); it authenticates and authorises, then
- * calls aos_http_call_handler(req) or responds itself.  Set before start. */
+/* The guard (the gateway chain) runs instead of the handler for every
+ * routed request; it authenticates, authorises and rate-limits, then calls
+ * aos_http_call_handler(req) or responds itself.  Set before start. */
 typedef void (*aos_http_guard_fn)(struct aos_http_request *req);
 void aos_http_server_set_guard(struct aos_http_server *server, aos_http_guard_fn guard);
 
@@ -90,6 +90,11 @@ long aos_http_server_connections(const struct aos_http_server *server);
 /* Stops the loops (closing whatever is still open) and joins them. */
 void aos_http_server_stop(struct aos_http_server *server);
 void aos_http_server_free(struct aos_http_server *server);
+
+/* The HTTP loops, for components that keep per-loop state (the Redis
+ * connections of the rate limiter).  Valid from _new to _free. */
+int aos_http_server_loop_count(const struct aos_http_server *server);
+struct aos_loop *aos_http_server_loop(const struct aos_http_server *server, int i);
 
 /* The bound port of the first listener (useful with port 0 in tests). */
 int aos_http_server_port(const struct aos_http_server *server);

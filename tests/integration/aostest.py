@@ -214,12 +214,14 @@ class Daemon:
         self.cleanup()
 
     # -- clients ---------------------------------------------------------
-    def connection(self, timeout=10.0):
-        return http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+    def connection(self, timeout=10.0, source=None):
+        """source: a local address such as "127.0.0.7", to appear as another client."""
+        return http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout,
+                                          source_address=(source, 0) if source else None)
 
-    def request(self, method, path, body=None, headers=None, conn=None):
+    def request(self, method, path, body=None, headers=None, conn=None, source=None):
         own = conn is None
-        c = conn or self.connection()
+        c = conn or self.connection(source=source)
         try:
             hdrs = dict(headers or {})
             if isinstance(body, (dict, list)):
