@@ -18,6 +18,7 @@
 #include "log.h"
 #include "loop.h"
 #include "metrics.h"
+#include "pii/pii.h"
 #include "plugin.h"
 #include "runtime.h"
 #include "store/migrate.h"
@@ -384,6 +385,7 @@ static int serve(struct daemon *d, struct aos_runtime *rt)
     if (aos_api_ops_register(d->router, &d->app, err, sizeof err) != 0 ||
         aos_api_auth_register(d->router, &d->app, err, sizeof err) != 0 ||
         aos_api_journal_register(d->router, &d->app, err, sizeof err) != 0 ||
+        aos_api_pii_register(d->router, &d->app, err, sizeof err) != 0 ||
         (testing_mode() && aos_api_testing_register(d->router, &d->app, err, sizeof err) != 0)) {
         aos_err("cannot register routes", "error", err, NULL);
         goto out;
@@ -394,6 +396,13 @@ static int serve(struct daemon *d, struct aos_runtime *rt)
     d->app.pool = aos_pool_new(sc->workers, sc->pool_queue);
     d->app.store = aos_store_new(&rt->conf->store);
     d->app.login_gate = aos_gate_new(rt->conf->auth.max_concurrent_hashes);
+    /* NULL key: a per-process random HMAC key for the API's hash operator,
+     * so the API cannot confirm guesses about values hashed elsewhere. */
+    d->app.pii = aos_pii_new(NULL, 0, err, sizeof err);
+    if (d->app.pii == NULL) {
+        aos_err("cannot compile the PII detectors", "error", err, NULL);
+        goto out;
+    }
     if (d->app.store != NULL) {
         struct aos_journal_config jc = {.retention_days = rt->conf->governance.journal_days};
         d->app.journal = aos_journal_new(d->app.store, &jc);
@@ -481,6 +490,7 @@ out:
     aos_plugin_host_attach_store(NULL);
     aos_store_free(d->app.store);
     aos_gate_free(d->app.login_gate);
+    aos_pii_free(d->app.pii);
     aos_metrics_free(d->app.metrics);
     if (sig_term != NULL)
         event_free(sig_term);

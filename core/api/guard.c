@@ -7,6 +7,7 @@
  *   tenant                         guard_finish: tenant still configured, X-Tenant-ID must match
  *   role                           guard_finish: the route's declared role
  *   rate limit                     gateway_limit: per client IP and per principal, /api/ only
+ *   idempotency                    gateway_idempotency: authenticated POST with Idempotency-Key
  *   handler                        aos_http_call_handler
  *
  * Refusals (each a JSON error):
@@ -18,6 +19,9 @@
  *   role below the route's                 403 forbidden
  *   over the rate limit                    429 rate_limited (+ Retry-After)
  *   shared limiter down, redis_fail=closed 503 rate_limit_unavailable
+ *   Idempotency-Key malformed or repeated  400 invalid_idempotency_key
+ *   same key, other request                422 idempotency_key_reused
+ *   same key, first request still running  409 idempotency_in_progress
  */
 #include "config.h"
 
@@ -26,11 +30,15 @@
 #include "auth/backends.h"
 #include "auth/jwt.h"
 #include "conf.h"
+#include "gateway/idempotency.h"
 #include "gateway/ratelimit.h"
 #include "http/http.h"
 #include "log.h"
 #include "runtime.h"
+#include "store/store.h"
 #include "threadpool.h"
+
+#include <stdio.h>
 
 #include <ctype.h>
 #include <stdlib.h>
@@ -60,6 +68,155 @@ bool aos_api_uuid_valid(const char *s)
     return s[sizeof shape - 1] == '\0';
 }
 
+/* A claim holds this long; a node that dies mid-request frees its keys
+ * for a retry after it. */
+#define IDEM_LEASE_MS (120 * 1000)
+
+struct idem_job {
+    struct aos_http_request *req;
+    struct aos_store *store;
+    struct aos_idem_request r;
+    char tenant_id[AOS_ID_MAX];
+    char principal[AOS_ID_MAX];
+    char key[AOS_IDEM_KEY_MAX + 1];
+    char fingerprint[AOS_IDEM_FINGERPRINT_LEN + 1];
+    int rc;
+    int outcome;
+    struct aos_idem_stored stored;
+    char err[256];
+    /* the response to store (completion job) */
+    int status;
+    char *content_type;
+    char *body;
+    size_t body_len;
+};
+
+static void idem_job_free(struct idem_job *j)
+{
+    aos_idem_stored_clear(&j->stored);
+    free(j->content_type);
+    free(j->body);
+    free(j);
+}
+
+static void idem_complete_work(void *arg)
+{
+    struct idem_job *j = arg;
+    char err[256];
+    int rc = aos_idem_complete(j->store, &j->r, j->status, j->content_type, j->body != NULL ? j->body : "",
+                               j->body_len, err, sizeof err);
+    if (rc != AOS_DB_OK)
+        aos_warn("idempotent response not stored: retries wait for the lease", "error", err, NULL);
+    idem_job_free(j);
+}
+
+/* Runs as the request is answered: store the response off the loop. */
+static void idem_capture(struct aos_http_request *req, int status, const char *content_type, const void *body,
+                         size_t len, void *arg)
+{
+    struct idem_job *j = arg;
+    struct aos_app *app = req->app;
+    req->respond_hook = NULL;
+    j->req = NULL;
+    j->status = status;
+    j->content_type = content_type != NULL ? strdup(content_type) : NULL;
+    j->body = malloc(len + 1);
+    if (j->body != NULL) {
+        if (len > 0)
+            memcpy(j->body, body, len);
+        j->body[len] = '\0';
+        j->body_len = len;
+    }
+    if (j->body == NULL || aos_pool_submit(app->pool, idem_complete_work, NULL, NULL, j) != 0) {
+        aos_warn("idempotent response not stored: retries wait for the lease", NULL);
+        idem_job_free(j);
+    }
+}
+
+static void idem_begin_work(void *arg)
+{
+    struct idem_job *j = arg;
+    j->rc = aos_idem_begin(j->store, &j->r, &j->outcome, &j->stored, j->err, sizeof j->err);
+}
+
+static void idem_begin_done(void *arg)
+{
+    struct idem_job *j = arg;
+    struct aos_http_request *req = j->req;
+    if (j->rc != AOS_DB_OK) {
+        aos_api_store_error(req, j->rc, j->err);
+        idem_job_free(j);
+        return;
+    }
+    switch (j->outcome) {
+    case AOS_IDEM_PROCEED:
+        aos_idem_stored_clear(&j->stored);
+        req->respond_hook = idem_capture;
+        req->respond_hook_arg = j; /* owned by the hook from here */
+        aos_http_call_handler(req);
+        return;
+    case AOS_IDEM_REPLAY:
+        aos_http_add_header(req, "Idempotent-Replayed", "true");
+        aos_http_respond(req, j->stored.status, j->stored.content_type, j->stored.body, j->stored.body_len);
+        break;
+    case AOS_IDEM_IN_PROGRESS:
+        aos_http_add_header(req, "Retry-After", "1");
+        aos_http_respond_error(req, 409, "idempotency_in_progress",
+                               "a request with this Idempotency-Key is still being processed");
+        break;
+    default:
+        aos_http_respond_error(req, 422, "idempotency_key_reused",
+                               "this Idempotency-Key was used for a different request");
+        break;
+    }
+    idem_job_free(j);
+}
+
+/* Authenticated POSTs with an Idempotency-Key run at most once per key:
+ * repeats get the first response.  Unauthenticated POSTs (login) are not
+ * covered: their responses hold credentials that must never be stored. */
+static void gateway_idempotency(struct aos_http_request *req)
+{
+    size_t n = aos_http_header_count(req, "Idempotency-Key");
+    if (n == 0 || strcmp(req->method, "POST") != 0 || !req->authenticated) {
+        aos_http_call_handler(req);
+        return;
+    }
+    const char *key = aos_http_header(req, "Idempotency-Key");
+    if (n > 1 || !aos_idem_key_valid(key)) {
+        aos_http_respond_error(req, 400, "invalid_idempotency_key",
+                               n > 1 ? "send one Idempotency-Key header"
+                                     : "Idempotency-Key must be 1 to 255 visible ASCII characters");
+        return;
+    }
+    struct aos_app *app = req->app;
+    struct idem_job *j = calloc(1, sizeof *j);
+    if (j == NULL) {
+        aos_http_respond_error(req, 500, "internal", "out of memory");
+        return;
+    }
+    struct aos_runtime *rt = aos_runtime_acquire();
+    int hours = rt != NULL ? rt->conf->governance.idempotency_hours : 24;
+    aos_runtime_release(rt);
+    j->req = req;
+    j->store = app->store;
+    snprintf(j->tenant_id, sizeof j->tenant_id, "%s", req->principal.tenant_id);
+    snprintf(j->principal, sizeof j->principal, "%s", req->principal.subject);
+    snprintf(j->key, sizeof j->key, "%s", key);
+    aos_idem_fingerprint(req->method, req->match.route->pattern, req->body, req->body_len, j->fingerprint);
+    j->r = (struct aos_idem_request){
+        .tenant_id = j->tenant_id,
+        .principal = j->principal,
+        .key = j->key,
+        .fingerprint = j->fingerprint,
+        .now_ms = (int64_t)time(NULL) * 1000,
+        .window_ms = (int64_t)hours * 3600 * 1000,
+        .lease_ms = IDEM_LEASE_MS,
+    };
+    if (aos_http_defer(req, app->pool, idem_begin_work, idem_begin_done, j) != 0)
+        idem_job_free(j);
+}
+
 static void limit_done(void *arg, const struct aos_rl_result *r)
 {
     struct aos_http_request *req = arg;
@@ -77,7 +234,7 @@ static void limit_done(void *arg, const struct aos_rl_result *r)
                                r->policy_name, r->limit, r->burst);
         return;
     }
-    aos_http_call_handler(req);
+    gateway_idempotency(req);
 }
 
 /* Token buckets per client address and, once known, per principal: both
@@ -89,7 +246,7 @@ static void gateway_limit(struct aos_http_request *req)
     struct aos_app *app = req->app;
     if (app->ratelimit == NULL || strncmp(req->path, "/api/", 5) != 0 ||
         aos_ratelimit_is_exempt(app->ratelimit, req->path)) {
-        aos_http_call_handler(req);
+        gateway_idempotency(req);
         return;
     }
     char ip_key[80], principal_key[160];

@@ -66,6 +66,9 @@ static void handle_testing_echo(struct aos_http_request *req, void *ctx)
 
 static const struct aos_route testing_routes[] = {
     {"POST", "/api/v1/testing/echo", handle_testing_echo, AOS_ROLE_NONE, 0},
+    /* The same behind authentication: exercises the whole gateway chain
+     * (idempotency keys need a principal). */
+    {"POST", "/api/v1/testing/echo-user", handle_testing_echo, AOS_ROLE_USER, 0},
 };
 
 int aos_api_testing_register(struct aos_router *router, struct aos_app *app, char *err, size_t errlen)

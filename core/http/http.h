@@ -55,12 +55,20 @@ struct aos_http_request {
     bool authenticated;
     struct aos_principal principal;
 
+    /* Called by aos_http_respond* with the final response, just before it
+     * is queued (the idempotency step stores it).  Must not block. */
+    void (*respond_hook)(struct aos_http_request *req, int status, const char *content_type, const void *body,
+                         size_t len, void *arg);
+    void *respond_hook_arg;
+
     /* private to the server */
     struct aos_http_conn *conn;
     struct evbuffer *out_headers;
     bool responded;
 };
 
+/* How many request headers are named `name` (case-insensitive). */
+size_t aos_http_header_count(const struct aos_http_request *req, const char *name);
 /* Case-insensitive header lookup; first match or NULL. */
 const char *aos_http_header(const struct aos_http_request *req, const char *name);
 /* Value of path parameter `name` of the matched route, or NULL. */

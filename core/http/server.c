@@ -455,6 +455,8 @@ void aos_http_respond(struct aos_http_request *req, int status, const char *cont
     struct req_impl *r = (struct req_impl *)req;
     aos_assert(!req->responded);
     req->responded = true;
+    if (req->respond_hook != NULL)
+        req->respond_hook(req, status, content_type, body, len, req->respond_hook_arg);
     struct aos_http_conn *c = req->conn;
     if (c == NULL) {
         /* Client left while the work ran. */
@@ -513,6 +515,15 @@ const char *aos_http_header(const struct aos_http_request *req, const char *name
         if (strcasecmp(req->headers[i].name, name) == 0)
             return req->headers[i].value;
     return NULL;
+}
+
+size_t aos_http_header_count(const struct aos_http_request *req, const char *name)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < req->nheaders; i++)
+        if (strcasecmp(req->headers[i].name, name) == 0)
+            n++;
+    return n;
 }
 
 const char *aos_http_param(const struct aos_http_request *req, const char *name)

@@ -142,6 +142,8 @@ ROUTES = [
     ("POST", "/api/v1/auth/api-keys", "admin", {"role": "user"}),
     ("DELETE", "/api/v1/auth/api-keys/{acme_key_id}", "admin", None),
     ("GET", "/api/v1/journal", "admin", None),
+    ("POST", "/api/v1/pii/analyze", "user", {"text": "mail me at a@example.com"}),
+    ("POST", "/api/v1/pii/anonymize", "user", {"text": "mail me at a@example.com"}),
 ]
 RANK = {"user": 1, "approver": 2, "admin": 3}
 
