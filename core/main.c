@@ -11,6 +11,7 @@
 #include "auth/password.h"
 #include "bringup.h"
 #include "conf.h"
+#include "gateway/idempotency.h"
 #include "gateway/journal.h"
 #include "gateway/ratelimit.h"
 #include "http/router.h"
@@ -50,6 +51,7 @@ struct daemon {
     struct aos_http_server *server;
     struct aos_bringup *bringup;
     struct event *drain_timer;
+    struct event *housekeeping_timer;
     struct timespec drain_deadline;
     bool draining;
     int exit_code;
@@ -361,6 +363,36 @@ static void on_store_fatal(void *arg, const char *message)
     begin_drain(d, "store schema");
 }
 
+/* Expired idempotency records are deleted in bounded chunks, off the loop. */
+#define HOUSEKEEPING_INTERVAL_S 300
+#define IDEMPOTENCY_PRUNE_CHUNK 1000
+
+static void idempotency_prune_work(void *arg)
+{
+    struct aos_store *store = arg;
+    char err[256], n[24];
+    size_t deleted = 0;
+    do {
+        if (aos_idem_prune(store, (int64_t)time(NULL) * 1000, IDEMPOTENCY_PRUNE_CHUNK, &deleted, err,
+                           sizeof err) != AOS_DB_OK) {
+            aos_debug("idempotency prune skipped", "error", err, NULL);
+            return;
+        }
+        snprintf(n, sizeof n, "%zu", deleted);
+        if (deleted > 0)
+            aos_debug("expired idempotency records deleted", "count", n, NULL);
+    } while (deleted == IDEMPOTENCY_PRUNE_CHUNK);
+}
+
+static void on_housekeeping(evutil_socket_t fd, short what, void *arg)
+{
+    struct daemon *d = arg;
+    (void)fd;
+    (void)what;
+    if (!d->draining)
+        aos_pool_submit(d->app.pool, idempotency_prune_work, NULL, NULL, d->app.store);
+}
+
 static bool testing_mode(void)
 {
     const char *v = getenv("AOS_TESTING");
@@ -453,6 +485,10 @@ static int serve(struct daemon *d, struct aos_runtime *rt)
     sig_int = evsignal_new(base, SIGINT, on_signal, d);
     sig_hup = evsignal_new(base, SIGHUP, on_signal, d);
     d->drain_timer = evtimer_new(base, on_drain_tick, d);
+    d->housekeeping_timer = event_new(base, -1, EV_PERSIST, on_housekeeping, d);
+    struct timeval housekeeping_tv = {HOUSEKEEPING_INTERVAL_S, 0};
+    if (d->housekeeping_timer == NULL || evtimer_add(d->housekeeping_timer, &housekeeping_tv) != 0)
+        goto out;
     if (sig_term == NULL || sig_int == NULL || sig_hup == NULL || d->drain_timer == NULL ||
         evsignal_add(sig_term, NULL) != 0 || evsignal_add(sig_int, NULL) != 0 || evsignal_add(sig_hup, NULL) != 0)
         goto out;
@@ -500,6 +536,8 @@ out:
         event_free(sig_hup);
     if (d->drain_timer != NULL)
         event_free(d->drain_timer);
+    if (d->housekeeping_timer != NULL)
+        event_free(d->housekeeping_timer);
     aos_loop_free(d->main_loop);
     aos_router_free(d->router);
     aos_app_destroy(&d->app);
