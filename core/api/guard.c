@@ -102,35 +102,47 @@ static void idem_job_free(struct idem_job *j)
 static void idem_complete_work(void *arg)
 {
     struct idem_job *j = arg;
-    char err[256];
-    int rc = aos_idem_complete(j->store, &j->r, j->status, j->content_type, j->body != NULL ? j->body : "",
-                               j->body_len, err, sizeof err);
-    if (rc != AOS_DB_OK)
-        aos_warn("idempotent response not stored: retries wait for the lease", "error", err, NULL);
+    j->rc = aos_idem_complete(j->store, &j->r, j->status, j->content_type, j->body, j->body_len, j->err,
+                              sizeof j->err);
+    if (j->rc != AOS_DB_OK)
+        /* Free the key for an immediate retry rather than 409s until the
+         * lease lapses. */
+        aos_idem_release(j->store, &j->r, j->err, sizeof j->err);
+}
+
+static void idem_complete_done(void *arg)
+{
+    struct idem_job *j = arg;
+    if (j->rc != AOS_DB_OK)
+        aos_warn("idempotent response not stored", "error", j->err, "request_id", j->req->request_id, NULL);
+    aos_http_respond(j->req, j->status, j->content_type, j->body, j->body_len);
     idem_job_free(j);
 }
 
-/* Runs as the request is answered: store the response off the loop. */
-static void idem_capture(struct aos_http_request *req, int status, const char *content_type, const void *body,
+/* The handler answered: store the response first, then send it, so a
+ * client that saw it can never get 409 for a retry. */
+static bool idem_capture(struct aos_http_request *req, int status, const char *content_type, const void *body,
                          size_t len, void *arg)
 {
     struct idem_job *j = arg;
     struct aos_app *app = req->app;
-    req->respond_hook = NULL;
-    j->req = NULL;
     j->status = status;
     j->content_type = content_type != NULL ? strdup(content_type) : NULL;
     j->body = malloc(len + 1);
-    if (j->body != NULL) {
-        if (len > 0)
-            memcpy(j->body, body, len);
-        j->body[len] = '\0';
-        j->body_len = len;
-    }
-    if (j->body == NULL || aos_pool_submit(app->pool, idem_complete_work, NULL, NULL, j) != 0) {
-        aos_warn("idempotent response not stored: retries wait for the lease", NULL);
+    if (j->body == NULL || (content_type != NULL && j->content_type == NULL)) {
         idem_job_free(j);
+        return false;
     }
+    if (len > 0)
+        memcpy(j->body, body, len);
+    j->body[len] = '\0';
+    j->body_len = len;
+    if (aos_pool_submit(app->pool, idem_complete_work, idem_complete_done, req->loop, j) != 0) {
+        aos_warn("idempotent response not stored (pool full): retries wait for the lease", NULL);
+        idem_job_free(j);
+        return false;
+    }
+    return true;
 }
 
 static void idem_begin_work(void *arg)

@@ -55,9 +55,12 @@ struct aos_http_request {
     bool authenticated;
     struct aos_principal principal;
 
-    /* Called by aos_http_respond* with the final response, just before it
-     * is queued (the idempotency step stores it).  Must not block. */
-    void (*respond_hook)(struct aos_http_request *req, int status, const char *content_type, const void *body,
+    /* Called once by aos_http_respond* with the final response, before it
+     * is queued.  Must not block.  Returning true means the hook took the
+     * response over: it keeps copies and calls aos_http_respond again
+     * later (the idempotency step first stores the response, so that a
+     * client who has seen it always gets it replayed). */
+    bool (*respond_hook)(struct aos_http_request *req, int status, const char *content_type, const void *body,
                          size_t len, void *arg);
     void *respond_hook_arg;
 

@@ -454,9 +454,13 @@ void aos_http_respond(struct aos_http_request *req, int status, const char *cont
 {
     struct req_impl *r = (struct req_impl *)req;
     aos_assert(!req->responded);
+    if (req->respond_hook != NULL) {
+        bool (*hook)(struct aos_http_request *, int, const char *, const void *, size_t, void *) = req->respond_hook;
+        req->respond_hook = NULL;
+        if (hook(req, status, content_type, body, len, req->respond_hook_arg))
+            return; /* the hook sends this response later, itself */
+    }
     req->responded = true;
-    if (req->respond_hook != NULL)
-        req->respond_hook(req, status, content_type, body, len, req->respond_hook_arg);
     struct aos_http_conn *c = req->conn;
     if (c == NULL) {
         /* Client left while the work ran. */
