@@ -438,6 +438,7 @@ static int serve(struct daemon *d, struct aos_runtime *rt)
     if (d->app.store != NULL) {
         struct aos_journal_config jc = {.retention_days = rt->conf->governance.journal_days};
         d->app.journal = aos_journal_new(d->app.store, &jc);
+        aos_journal_set_pii(d->app.journal, d->app.pii);
     }
     d->app.ratelimit = aos_ratelimit_new(&rt->conf->limits, &rt->conf->redis);
     if (d->app.ratelimit != NULL &&

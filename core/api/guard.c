@@ -11,6 +11,8 @@
  *   handler                        aos_http_call_handler
  *
  * Refusals (each a JSON error):
+ *   Authorization/X-API-Key/X-Tenant-ID
+ *   sent twice, or both credentials        400 duplicate_header
  *   no credentials                         401 missing_credentials
  *   bad/expired token, unknown/revoked key 401 invalid_credentials
  *   tenant no longer configured            401 invalid_credentials
@@ -401,8 +403,21 @@ void aos_api_guard(struct aos_http_request *req)
         gateway_limit(req);
         return;
     }
+    /* Two credentials (or two tenants) in one request: which one a proxy
+     * and we would each pick is anybody's guess, so refuse. */
+    static const char *const single[] = {"Authorization", "X-API-Key", "X-Tenant-ID"};
+    for (size_t i = 0; i < sizeof single / sizeof single[0]; i++) {
+        if (aos_http_header_count(req, single[i]) > 1) {
+            aos_http_respond_error(req, 400, "duplicate_header", "send at most one %s header", single[i]);
+            return;
+        }
+    }
     const char *authz = aos_http_header(req, "Authorization");
     const char *apikey = aos_http_header(req, "X-API-Key");
+    if (authz != NULL && apikey != NULL) {
+        aos_http_respond_error(req, 400, "duplicate_header", "send either Authorization or X-API-Key, not both");
+        return;
+    }
     if (authz == NULL && apikey == NULL) {
         if (route->flags & AOS_ROUTE_AUTH_OPTIONAL)
             gateway_limit(req);

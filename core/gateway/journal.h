@@ -79,6 +79,10 @@ void aos_journal_observer(void *journal, const struct aos_http_log_entry *entry)
 
 /* Retention from a reloaded config (SIGHUP).  Thread-safe. */
 void aos_journal_set_retention(struct aos_journal *journal, int retention_days);
+/* PII in client-chosen fields (the request id) is replaced by "<TYPE>"
+ * before rows are written.  pii must outlive the journal; NULL disables. */
+struct aos_pii;
+void aos_journal_set_pii(struct aos_journal *journal, const struct aos_pii *pii);
 
 void aos_journal_get_stats(struct aos_journal *journal, struct aos_journal_stats *out);
 

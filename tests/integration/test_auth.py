@@ -195,6 +195,14 @@ def test_matrix(t, d, w):
     t.eq(r.status, 404, "globex cannot revoke acme's key: 404, not 403 (no existence oracle)")
     r = d.request("GET", "/api/v1/auth/me", headers={"X-API-Key": w.keys[("acme", "user")]})
     t.eq(r.status, 200, "acme's key still works after globex's attempt")
+    raw = ("GET /api/v1/auth/me HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer %s\r\nAuthorization: Bearer %s\r\n"
+           "Connection: close\r\n\r\n" % (w.tokens[("acme", "user")], w.tokens[("globex", "admin")])).encode()
+    t.ok(d.raw(raw).startswith(b"HTTP/1.1 400"), "two Authorization headers -> 400 duplicate_header")
+    raw = ("GET /api/v1/auth/me HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer %s\r\nX-Tenant-ID: %s\r\n"
+           "X-Tenant-ID: %s\r\nConnection: close\r\n\r\n" % (w.tokens[("acme", "user")], TENANT_ID, OTHER_ID)).encode()
+    t.ok(d.raw(raw).startswith(b"HTTP/1.1 400"), "two X-Tenant-ID headers -> 400")
+    r = d.request("GET", "/api/v1/auth/me", headers=dict(w.bearer("acme", "user"), **{"X-API-Key": w.keys[("globex", "user")]}))
+    t.eq(r.status, 400, "Authorization and X-API-Key together -> 400")
     r = d.request("GET", "/api/v1/auth/me", headers=dict(w.bearer("acme", "user"), **{"X-Tenant-ID": TENANT_ID.upper()}))
     t.eq(r.status, 200, "a matching X-Tenant-ID (any case) is accepted")
 

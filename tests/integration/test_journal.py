@@ -126,14 +126,18 @@ def test_shutdown_flush(t, d, tok):
     conn = d.connection()
     for rid in rids:
         d.request("GET", "/api/v1/auth/me", headers=dict(admin, **{"X-Request-ID": rid}), conn=conn)
+    # A card number smuggled in as a request id must not reach the disk.
+    d.request("GET", "/api/v1/auth/me", headers=dict(admin, **{"X-Request-ID": "jr-pii-4111111111111111"}), conn=conn)
     conn.close()
     t.eq(d.stop(), 0, "aosd exits cleanly on SIGTERM")
     db = sqlite3.connect(os.path.join(d.dir, "data", "aos.db"))
     try:
         rows = db.execute("SELECT request_id, tenant_id, route, status FROM journal WHERE request_id LIKE "
                           "'jr-flush-%'").fetchall()
+        pii_rows = [r[0] for r in db.execute("SELECT request_id FROM journal WHERE request_id LIKE 'jr-pii-%'")]
     finally:
         db.close()
+    t.eq(pii_rows, ["jr-pii-<CREDIT_CARD>"], "PII in a client-chosen request id is redacted before it is written")
     got = {r[0] for r in rows}
     t.eq(len(set(rids) - got), 0, "every request answered before SIGTERM is in the store")
     t.ok(all(r[1] == TENANT_ID and r[2] == "/api/v1/auth/me" and r[3] == 200 for r in rows),
