@@ -440,6 +440,8 @@ static int serve(struct daemon *d, struct aos_runtime *rt)
         d->app.journal = aos_journal_new(d->app.store, &jc);
         aos_journal_set_pii(d->app.journal, d->app.pii);
     }
+    /* Plugins redact through the host table (ABI 1.2). */
+    aos_plugin_host_attach_pii(d->app.pii);
     d->app.ratelimit = aos_ratelimit_new(&rt->conf->limits, &rt->conf->redis);
     if (d->app.ratelimit != NULL &&
         aos_ratelimit_set_limits(d->app.ratelimit, &rt->conf->limits, rt->conf->tenants, rt->conf->ntenants) != 0) {
@@ -527,6 +529,7 @@ out:
     aos_plugin_host_attach_store(NULL);
     aos_store_free(d->app.store);
     aos_gate_free(d->app.login_gate);
+    aos_plugin_host_attach_pii(NULL);
     aos_pii_free(d->app.pii);
     aos_metrics_free(d->app.metrics);
     if (sig_term != NULL)

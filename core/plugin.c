@@ -4,6 +4,7 @@
 
 #include "conf.h"
 #include "log.h"
+#include "pii/pii.h"
 #include "store/ops.h"
 
 #include <dlfcn.h>
@@ -310,6 +311,45 @@ out:
     return result;
 }
 
+/* ---- 1.2: PII redaction ---- */
+
+/* Set by main (aos_plugin_host_attach_pii); read by worker threads. */
+static _Atomic(const struct aos_pii *) host_pii;
+
+void aos_plugin_host_attach_pii(const struct aos_pii *pii) { atomic_store(&host_pii, pii); }
+
+static int host_pii_redact(struct aos_ctx *ctx, const char *text, size_t len, char **out, size_t *out_len)
+{
+    if (out == NULL || out_len == NULL) {
+        host_set_error(ctx, "pii_redact: no output to fill");
+        return -1;
+    }
+    *out = NULL;
+    *out_len = 0;
+    if (text == NULL && len > 0) {
+        host_set_error(ctx, "pii_redact: NULL text of %zu bytes", len);
+        return -1;
+    }
+    const struct aos_pii *pii = atomic_load(&host_pii);
+    if (pii == NULL) {
+        host_set_error(ctx, "no PII engine");
+        return -1;
+    }
+    char *red = NULL;
+    size_t red_len = 0;
+    /* anonymize (not redact_all) so the caller learns why it failed. */
+    int rc = aos_pii_anonymize(pii, text != NULL ? text : "", len, NULL, &red, &red_len, NULL, NULL);
+    if (rc != AOS_PII_OK) {
+        host_set_error(ctx, "PII redaction failed: %s", aos_pii_strerror(rc));
+        return -1;
+    }
+    /* The engine allocates with malloc, which is what host->alloc is; the
+     * plugin may therefore release the buffer with host->free. */
+    *out = red;
+    *out_len = red_len;
+    return 0;
+}
+
 static const struct aos_host host_table = {
     .size = sizeof(struct aos_host),
     .abi_major = AOS_ABI_MAJOR,
@@ -322,6 +362,7 @@ static const struct aos_host host_table = {
     .strndup = host_strndup,
     .user_lookup = host_user_lookup,
     .apikey_lookup = host_apikey_lookup,
+    .pii_redact = host_pii_redact,
 };
 
 const struct aos_host *aos_plugin_host(void) { return &host_table; }

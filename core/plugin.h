@@ -79,6 +79,14 @@ struct aos_store;
  * transaction (aos_store_transact). */
 void aos_plugin_host_attach_store(struct aos_store *store);
 
+struct aos_pii;
+/* Gives the host table's pii_redact (SDK 1.2) the engine it uses; NULL
+ * detaches.  Until one is attached pii_redact fails with set_error("no PII
+ * engine").  The engine is not owned: detach it (or stop calling plugins)
+ * before freeing it.  A struct aos_pii is read-only after aos_pii_new, so
+ * plugins may redact concurrently from any thread. */
+void aos_plugin_host_attach_pii(const struct aos_pii *pii);
+
 /*
  * Call wrappers.  Each one checks the plugin's kind, takes the instance lock
  * when the plugin is not thread-safe, hands the plugin a fresh context and,

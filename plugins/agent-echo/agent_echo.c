@@ -13,6 +13,13 @@
  * proposal, and DONE once a decision is present (FAIL if it rejected).  An
  * input containing fail_on (when non-empty) FAILs the step.
  *
+ * With redact = true the output is {"echo":"<text>","steps":N}: the input
+ * as a JSON string, after the host's pii_redact (SDK 1.2) replaced every
+ * e-mail address, card number etc. by "<TYPE>" (a string, because a
+ * replaced bare number would no longer be JSON).  A host without
+ * pii_redact refuses the setting at init(); a failed redaction FAILs the
+ * step -- the input is never echoed unredacted.
+ *
  * Usage: tokens_in = input bytes / 4, tokens_out = produced bytes / 4, cost
  * 1 micro-USD per started 1000 tokens.
  *
@@ -32,6 +39,7 @@ struct echo {
     int64_t steps;
     int approval;
     const char *fail_on;
+    int redact;
     const struct aos_host *host; /* set by init(), not a setting */
 };
 
@@ -42,12 +50,19 @@ static const struct aos_setting echo_settings[] = {
                            "ask for approval once before the last step completes"),
     AOS_SETTING_STRING_FIELD(struct echo, fail_on, 0u, "", 0, 256,
                              "fail the step if the input contains this text (\"\" = never)"),
+    AOS_SETTING_BOOL_FIELD(struct echo, redact, "false",
+                           "echo the input as a string with PII replaced by <TYPE> (needs ABI 1.2)"),
     AOS_SETTINGS_END};
 
 static int echo_init(struct aos_ctx *ctx, const struct aos_host *host, void *instance)
 {
     struct echo *e = instance;
     e->host = host;
+    if (e->redact && !AOS_HOST_HAS(host, pii_redact)) {
+        host->set_error(ctx, "redact = true needs a host with pii_redact (ABI 1.2), this one provides ABI %u.%u",
+                        (unsigned)host->abi_major, (unsigned)host->abi_minor);
+        return -1;
+    }
     host->log(ctx, AOS_LOG_DEBUG, "ready: steps=%lld delay_ms=%lld approval=%s", (long long)e->steps,
               (long long)e->delay_ms, e->approval ? "true" : "false");
     return 0;
@@ -95,6 +110,64 @@ static int make_output(const struct echo *e, const char *input, size_t input_len
     return 0;
 }
 
+/* Appends text[0..len) (valid UTF-8, from pii_redact) to buf as a JSON
+ * string body; buf must have room for 6 bytes per input byte. */
+static size_t json_escape(char *buf, const char *text, size_t len)
+{
+    static const char hex[] = "0123456789abcdef";
+    size_t n = 0;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)text[i];
+        if (c == '"' || c == '\\') {
+            buf[n++] = '\\';
+            buf[n++] = (char)c;
+        } else if (c < 0x20 || c == 0x7f) {
+            memcpy(buf + n, "\\u00", 4);
+            buf[n + 4] = hex[c >> 4];
+            buf[n + 5] = hex[c & 0xf];
+            n += 6;
+        } else {
+            buf[n++] = (char)c;
+        }
+    }
+    return n;
+}
+
+/* {"echo":"<redacted input>","steps":N} in host memory.  Returns 0, or -1
+ * after set_error: the host's reason when redaction failed, else memory. */
+static int make_redacted_output(struct aos_ctx *ctx, const struct echo *e, const char *input,
+                                size_t input_len, struct aos_buf *out)
+{
+    static const char head[] = "{\"echo\":\"";
+    const struct aos_host *h = e->host;
+    char *red = NULL;
+    size_t red_len = 0;
+    char tail[48];
+    int rc = -1;
+    if (h->pii_redact(ctx, input, input_len, &red, &red_len) < 0)
+        return -1; /* the host said why */
+    int tn = snprintf(tail, sizeof tail, "\",\"steps\":%lld}", (long long)e->steps);
+    if (tn < 0 || (size_t)tn >= sizeof tail || red_len > (SIZE_MAX - sizeof head - sizeof tail) / 6) {
+        h->set_error(ctx, "redacted input too large");
+        goto out;
+    }
+    char *buf = h->alloc(sizeof head - 1 + red_len * 6 + (size_t)tn + 1);
+    if (buf == NULL) {
+        h->set_error(ctx, "out of memory building the step's result");
+        goto out;
+    }
+    size_t n = sizeof head - 1;
+    memcpy(buf, head, n);
+    n += json_escape(buf + n, red, red_len);
+    memcpy(buf + n, tail, (size_t)tn + 1);
+    out->data = buf;
+    out->len = n + (size_t)tn;
+    rc = 0;
+out:
+    h->free(red);
+    return rc;
+}
+
 static int make_state(const struct echo *e, uint64_t n, struct aos_buf *out)
 {
     char tmp[48];
@@ -138,7 +211,17 @@ static int echo_step(struct aos_ctx *ctx, const void *instance, const struct aos
         return 0;
     } else {
         produced = &r->output;
-        rc = make_output(e, input, input_len, produced);
+        if (e->redact) {
+            /* Permanent (bad UTF-8, too complex) or not, the step must not
+             * echo the raw input, and retrying would not change the text. */
+            if (make_redacted_output(ctx, e, input, input_len, produced) < 0) {
+                r->status = AOS_STEP_FAIL;
+                return 0;
+            }
+            rc = 0;
+        } else {
+            rc = make_output(e, input, input_len, produced);
+        }
         r->status = e->approval && in->decision == NULL ? AOS_STEP_NEEDS_APPROVAL : AOS_STEP_DONE;
     }
     if (rc < 0) {

@@ -25,6 +25,8 @@
  *                    user_lookup() and apikey_lookup() appended to struct
  *                    aos_host; struct aos_user_record, struct
  *                    aos_apikey_record, enum aos_lookup_result.
+ *   1.2  2026-11-25  PII redaction: host function pii_redact() appended to
+ *                    struct aos_host.
  *
  * Threads
  * -------
@@ -89,7 +91,7 @@ extern "C" {
 #endif
 
 #define AOS_ABI_MAJOR 1
-#define AOS_ABI_MINOR 1
+#define AOS_ABI_MINOR 2
 
 /* "AOSP" in ASCII, first word of every descriptor. */
 #define AOS_PLUGIN_MAGIC 0x414F5350u
@@ -242,6 +244,21 @@ struct aos_host {
      * AOS_LOOKUP_ERROR.  The plugin compares the secret's hash with
      * out->secret_hash in constant time. */
     int (*apikey_lookup)(struct aos_ctx *ctx, const char *prefix, struct aos_apikey_record *out);
+
+    /* 1.2: PII redaction.  Replaces every e-mail address, phone number,
+     * card number, IBAN, US SSN, IP address, API key and JWT in
+     * text[0..len) by "<TYPE>" (Presidio entity names: "<EMAIL_ADDRESS>",
+     * "<PHONE_NUMBER>", "<CREDIT_CARD>", "<IBAN_CODE>", "<US_SSN>",
+     * "<IP_ADDRESS>", "<API_KEY>", "<JWT_TOKEN>").  text need not be
+     * NUL-terminated.  On success (0) *out holds the redacted UTF-8 text
+     * allocated with host->alloc (NUL-terminated, *out_len bytes; release
+     * it with host->free).  Negative with set_error on invalid UTF-8 or
+     * when the text is too complex to scan (a match limit was hit) -- then
+     * *out is NULL and *out_len 0, and the input must never be used
+     * unredacted.  Always present in a 1.2 host; while the host has no PII
+     * engine attached (tools, tests) it fails with "no PII engine".
+     * Thread-safe; callable from any callback. */
+    int (*pii_redact)(struct aos_ctx *ctx, const char *text, size_t len, char **out, size_t *out_len);
 };
 
 /* True if the host table provides member `fn` (non-NULL and inside the

@@ -16,6 +16,7 @@
 
 #include "conf.h"
 #include "log.h"
+#include "pii/pii.h"
 #include "plugin.h"
 
 #include <fcntl.h>
@@ -335,10 +336,76 @@ static void test_host_table_1_1(void **state)
     assert_int_equal(h->user_lookup(NULL, NULL, "a@example.com", NULL), AOS_LOOKUP_ERROR);
 }
 
+/* The host table as ABI 1.1 declared it: pii_redact comes after it. */
+struct host_1_1 {
+    struct host_1_0 base;
+    int (*user_lookup)(struct aos_ctx *ctx, const char *tenant_id, const char *email,
+                       struct aos_user_record *out);
+    int (*apikey_lookup)(struct aos_ctx *ctx, const char *prefix, struct aos_apikey_record *out);
+};
+
+static void test_host_table_1_2(void **state)
+{
+    (void)state;
+    const struct aos_host *h = aos_plugin_host();
+    assert_true(AOS_ABI_MINOR >= 2);
+    assert_int_equal(offsetof(struct aos_host, user_lookup), offsetof(struct host_1_1, user_lookup));
+    assert_int_equal(offsetof(struct aos_host, apikey_lookup), offsetof(struct host_1_1, apikey_lookup));
+    assert_true(offsetof(struct aos_host, pii_redact) >= sizeof(struct host_1_1));
+    assert_true(AOS_HOST_HAS(h, pii_redact));
+    struct aos_host old = *h;
+    old.size = (uint32_t)sizeof(struct host_1_1);
+    assert_false(AOS_HOST_HAS(&old, pii_redact));
+    assert_true(AOS_HOST_HAS(&old, apikey_lookup));
+
+    char err[256];
+    struct aos_pii *pii = aos_pii_new(NULL, 0, err, sizeof err);
+    assert_non_null(pii);
+    char *out = (char *)"untouched";
+    size_t out_len = 99;
+
+    /* Detached: fails, output emptied. */
+    aos_plugin_host_attach_pii(NULL);
+    assert_true(h->pii_redact(NULL, "a@example.com", 13, &out, &out_len) < 0);
+    assert_null(out);
+    assert_int_equal(out_len, 0);
+
+    aos_plugin_host_attach_pii(pii);
+    /* Not NUL-terminated: only len bytes are read. */
+    static const char text[] = "mail jane@example.com, card 4111111111111111.XXXX";
+    static const char want[] = "mail <EMAIL_ADDRESS>, card <CREDIT_CARD>.";
+    assert_int_equal(h->pii_redact(NULL, text, sizeof text - 1 - 4, &out, &out_len), 0);
+    assert_non_null(out);
+    assert_int_equal(out_len, strlen(want));
+    assert_string_equal(out, want);
+    h->free(out);
+
+    /* Nothing to redact: a copy. */
+    assert_int_equal(h->pii_redact(NULL, "plain", 5, &out, &out_len), 0);
+    assert_string_equal(out, "plain");
+    assert_int_equal(out_len, 5);
+    h->free(out);
+    assert_int_equal(h->pii_redact(NULL, NULL, 0, &out, &out_len), 0);
+    assert_string_equal(out, "");
+    assert_int_equal(out_len, 0);
+    h->free(out);
+
+    /* Invalid UTF-8 (an overlong '/'): refused, nothing handed out. */
+    out = (char *)"untouched";
+    assert_true(h->pii_redact(NULL, "a@example.com \xc0\xaf", 16, &out, &out_len) < 0);
+    assert_null(out);
+    assert_int_equal(out_len, 0);
+    assert_true(h->pii_redact(NULL, NULL, 3, &out, &out_len) < 0);
+    assert_true(h->pii_redact(NULL, "x", 1, NULL, &out_len) < 0);
+
+    aos_plugin_host_attach_pii(NULL);
+    aos_pii_free(pii);
+}
+
 /* An older minor's shorter ops table: loads, and nothing past its declared
  * size is read (the pointer behind it would fail validation).  older-minor
  * is built for ABI 1.0 (hard-coded), so this is also "a 1.0 plugin loads
- * into the 1.1 host". */
+ * into the 1.2 host". */
 static void test_older_minor_loads(void **state)
 {
     (void)state;
@@ -432,7 +499,7 @@ static void test_refuse_wrong_major(void **state)
 {
     (void)state;
     expect_refused("bad-major", NULL,
-                   "plugin built for ABI 2.0, host provides ABI 1.1: rebuild the plugin against "
+                   "plugin built for ABI 2.0, host provides ABI 1.2: rebuild the plugin against "
                    "aos-sdk 1.x");
 }
 
@@ -440,14 +507,14 @@ static void test_refuse_newer_minor(void **state)
 {
     (void)state;
     expect_refused("newer-minor", NULL,
-                   "plugin built for ABI 1.2, host provides ABI 1.1: upgrade aosd to a version "
-                   "providing ABI 1.2 or later, or rebuild the plugin against aos-sdk 1.1");
+                   "plugin built for ABI 1.3, host provides ABI 1.2: upgrade aosd to a version "
+                   "providing ABI 1.3 or later, or rebuild the plugin against aos-sdk 1.2");
 }
 
 static void test_refuse_small_descriptor(void **state)
 {
     (void)state;
-    char *reason = xformat("descriptor is 24 bytes, ABI 1.1 defines %zu: declare it as a struct "
+    char *reason = xformat("descriptor is 24 bytes, ABI 1.2 defines %zu: declare it as a struct "
                            "aos_plugin starting with AOS_PLUGIN_HEADER and rebuild against "
                            "aos-sdk 1.x",
                            sizeof(struct aos_plugin));
@@ -459,7 +526,7 @@ static void test_refuse_bad_kind(void **state)
 {
     (void)state;
     expect_refused("bad-kind", NULL,
-                   "unknown plugin kind 7 (ABI 1.1 knows 1 = agent, 2 = connector, 3 = auth): "
+                   "unknown plugin kind 7 (ABI 1.2 knows 1 = agent, 2 = connector, 3 = auth): "
                    "set .kind to one of AOS_PLUGIN_AGENT, AOS_PLUGIN_CONNECTOR, AOS_PLUGIN_AUTH");
 }
 
@@ -467,7 +534,7 @@ static void test_refuse_nonzero_reserved(void **state)
 {
     (void)state;
     expect_refused("bad-reserved", NULL,
-                   "reserved descriptor slot 3 is not zero (ABI 1.1 gives it no meaning): leave "
+                   "reserved descriptor slot 3 is not zero (ABI 1.2 gives it no meaning): leave "
                    ".reserved unset (designated initialisers zero it) and rebuild");
 }
 
@@ -536,7 +603,7 @@ static void test_refuse_short_ops(void **state)
 {
     (void)state;
     expect_refused("short-ops", NULL,
-                   "agent ops table declares 4 bytes, ABI 1.1 needs at least 16 (through "
+                   "agent ops table declares 4 bytes, ABI 1.2 needs at least 16 (through "
                    "step()): set .size = sizeof(struct aos_agent_ops) and rebuild");
 }
 
@@ -600,7 +667,7 @@ static void test_refusals_all_reported_before_init(void **state)
     assert_null(fx_load(&f, NULL));
     assert_int_equal(f.errs.n, 2);
     assert_non_null(strstr(f.errs.lines[0], "/bad-major.so (enabled at test.conf:7): plugin "
-                                            "built for ABI 2.0, host provides ABI 1.1"));
+                                            "built for ABI 2.0, host provides ABI 1.2"));
     assert_non_null(strstr(f.errs.lines[1], "/bad-magic.so (enabled at test.conf:7): bad "
                                             "descriptor magic"));
     char *t = slurp(trace);
@@ -621,7 +688,7 @@ static void test_refusal_without_enable_location(void **state)
     f.conf.plugins.enable_file = NULL;
     assert_null(fx_load(&f, NULL));
     char *want = xformat("%s/bad-major.so (enabled in plugins.enable): plugin built for ABI "
-                         "2.0, host provides ABI 1.1: rebuild the plugin against aos-sdk 1.x",
+                         "2.0, host provides ABI 1.2: rebuild the plugin against aos-sdk 1.x",
                          f.dir);
     assert_int_equal(f.errs.n, 1);
     assert_string_equal(f.errs.lines[0], want);
@@ -657,12 +724,12 @@ static void test_loader_logs(void **state)
     char *log = slurp(logpath);
     assert_non_null(strstr(log, "level=error msg=\"plugin refused\" error=\""));
     assert_non_null(strstr(log, "/bad-major.so (enabled at test.conf:7): plugin built for ABI "
-                                "2.0, host provides ABI 1.1: rebuild the plugin against "
+                                "2.0, host provides ABI 1.2: rebuild the plugin against "
                                 "aos-sdk 1.x\""));
     /* The plugin's own log line, attributed to it. */
     assert_non_null(strstr(log, "level=info msg=\"good-agent a ready\" src=good-agent"));
     char *loaded = xformat("level=info msg=\"plugin loaded\" name=good-agent kind=agent "
-                           "version=2.3.4 abi=1.1 file=%s/good-agent.so",
+                           "version=2.3.4 abi=1.2 file=%s/good-agent.so",
                            f.dir);
     assert_non_null(strstr(log, loaded));
     free(loaded);
@@ -1116,6 +1183,59 @@ static void test_agent_echo(void **state)
     fx_done(&f);
 }
 
+/* agent-echo's redact setting goes through host->pii_redact, so the
+ * host's error messages reach the step's err through set_error. */
+static void test_agent_echo_redact(void **state)
+{
+    (void)state;
+    struct fx f;
+    const char *names[] = {"agent-echo", NULL};
+    char err[256];
+    struct aos_pii *pii = aos_pii_new(NULL, 0, err, sizeof err);
+    assert_non_null(pii);
+    fx_init(&f, "plugins/agent-echo/.libs", "agent-echo = { redact = true; };", names);
+    struct aos_plugin_set *set = fx_load(&f, NULL);
+    assert_non_null(set);
+    const struct aos_plugin_instance *p = aos_plugin_set_find(set, "agent-echo");
+    struct aos_step_result r;
+
+    aos_plugin_host_attach_pii(pii);
+    const char *input = "{\"to\":\"jane@example.com\",\"card\":4111111111111111,\"n\":1}";
+    const char *want =
+        "{\"echo\":\"{\\\"to\\\":\\\"<EMAIL_ADDRESS>\\\",\\\"card\\\":<CREDIT_CARD>,\\\"n\\\":1}\","
+        "\"steps\":1}";
+    assert_int_equal(step_json(p, input, 0, NULL, &r, err, sizeof err), 0);
+    assert_int_equal(r.status, AOS_STEP_DONE);
+    assert_int_equal(r.output.len, strlen(want));
+    assert_memory_equal(r.output.data, want, r.output.len);
+    assert_int_equal(r.output.data[r.output.len], '\0');
+    aos_plugin_step_result_release(&r);
+
+    /* Control characters in the redacted text are escaped. */
+    char *out = step_output(p, "\"a\\\tb\x01\"");
+    assert_string_equal(out, "{\"echo\":\"\\\"a\\\\\\u0009b\\u0001\\\"\",\"steps\":1}");
+    free(out);
+
+    /* Invalid UTF-8: the step fails with the host's reason, no output. */
+    assert_int_equal(step_json(p, "\"\xff\"", 0, NULL, &r, err, sizeof err), 0);
+    assert_int_equal(r.status, AOS_STEP_FAIL);
+    assert_null(r.output.data);
+    assert_string_equal(err, "PII redaction failed: text is not valid UTF-8");
+    aos_plugin_step_result_release(&r);
+
+    /* Detached engine: fails, never echoes the raw input. */
+    aos_plugin_host_attach_pii(NULL);
+    assert_int_equal(step_json(p, input, 0, NULL, &r, err, sizeof err), 0);
+    assert_int_equal(r.status, AOS_STEP_FAIL);
+    assert_null(r.output.data);
+    assert_string_equal(err, "no PII engine");
+    aos_plugin_step_result_release(&r);
+
+    aos_plugin_set_free(set);
+    fx_done(&f);
+    aos_pii_free(pii);
+}
+
 static void test_sdk_example_hello_agent(void **state)
 {
     (void)state;
@@ -1174,7 +1294,7 @@ static void test_with_conf_load(void **state)
     assert_string_equal(errs.lines[0], want);
     free(want);
     want = xformat("%s/bad-major.so (enabled at %s:4): plugin built for ABI 2.0, host provides "
-                   "ABI 1.1: rebuild the plugin against aos-sdk 1.x",
+                   "ABI 1.2: rebuild the plugin against aos-sdk 1.x",
                    libs, path);
     assert_string_equal(errs.lines[1], want);
     free(want);
@@ -1194,6 +1314,7 @@ int main(void)
         cmocka_unit_test(test_empty_enable_list),
         cmocka_unit_test(test_host_table),
         cmocka_unit_test(test_host_table_1_1),
+        cmocka_unit_test(test_host_table_1_2),
         cmocka_unit_test(test_older_minor_loads),
         cmocka_unit_test(test_refuse_missing_file),
         cmocka_unit_test(test_refuse_dlopen_failure),
@@ -1233,6 +1354,7 @@ int main(void)
         cmocka_unit_test(test_fini_reverse_order),
         cmocka_unit_test(test_reload),
         cmocka_unit_test(test_agent_echo),
+        cmocka_unit_test(test_agent_echo_redact),
         cmocka_unit_test(test_sdk_example_hello_agent),
         cmocka_unit_test(test_with_conf_load),
     };
