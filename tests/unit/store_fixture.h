@@ -26,6 +26,8 @@
 #include <uuid/uuid.h>
 
 #include "conf.h"
+#include "store/migrate.h"
+#include "store/ops.h"
 #include "store/store.h"
 
 struct fx {
@@ -224,6 +226,59 @@ static inline int fx_run(const char *group, const struct CMUnitTest *tests, size
     free(run);
     return rc;
 }
+/* Two configured tenants, as aos_conf_load would produce them. */
+#define FX_TENANT_A "6f1c2a4e-9b7d-4c3a-8e2f-1a2b3c4d5e6f"
+#define FX_TENANT_B "0b9a5c1e-2d3f-4a6b-8c7d-9e0f1a2b3c4d"
+
+static inline struct aos_conf_tenant fx_conf_tenant(const char *id, const char *name)
+{
+    struct aos_conf_tenant t;
+
+    memset(&t, 0, sizeof(t));
+    snprintf(t.id, sizeof(t.id), "%s", id);
+    t.name = (char *)name;
+    t.read.per_minute = 300;
+    t.read.burst = 60;
+    t.write.per_minute = 100;
+    t.write.burst = 30;
+    t.autonomy = (char *)"supervised";
+    return t;
+}
+
+/* cmocka setup: open the fixture, migrate to the latest schema and sync
+ * the tenants "acme" (FX_TENANT_A) and "globex" (FX_TENANT_B). */
+static inline int fx_setup_two_tenants(void **state)
+{
+    struct fx *f = *state;
+    struct aos_store_tx *tx = NULL;
+    struct aos_conf_tenant t[2];
+    char err[512];
+
+    if (fx_open(f) != 0)
+        return -1;
+    if (!f->enabled)
+        return 0;
+    if (aos_migrate_up(f->store, 0, NULL, NULL, err, sizeof(err)) != AOS_DB_OK) {
+        fprintf(stderr, "# migrate: %s\n", err);
+        return -1;
+    }
+    t[0] = fx_conf_tenant(FX_TENANT_A, "acme");
+    t[1] = fx_conf_tenant(FX_TENANT_B, "globex");
+    if (aos_store_begin(f->store, true, &tx, err, sizeof(err)) != AOS_DB_OK ||
+        aos_store_tenants_sync(tx, t, 2, err, sizeof(err)) != AOS_DB_OK ||
+        aos_store_commit(tx, err, sizeof(err)) != AOS_DB_OK) {
+        fprintf(stderr, "# tenants: %s\n", err);
+        return -1;
+    }
+    return 0;
+}
+
+static inline int fx_teardown(void **state)
+{
+    fx_close(*state);
+    return 0;
+}
+
 #define FX_RUN(group, tests) fx_run(group, tests, sizeof(tests) / sizeof((tests)[0]))
 
 #endif

@@ -27,8 +27,8 @@
 #include "store/store.h"
 #include "store_fixture.h"
 
-#define TENANT_A "6f1c2a4e-9b7d-4c3a-8e2f-1a2b3c4d5e6f"
-#define TENANT_B "0b9a5c1e-2d3f-4a6b-8c7d-9e0f1a2b3c4d"
+#define TENANT_A FX_TENANT_A
+#define TENANT_B FX_TENANT_B
 #define MISSING_ID "deadbeef-dead-4eef-8eef-deadbeefdead"
 
 #define T0 INT64_C(1700000000000)
@@ -44,51 +44,6 @@ static char err[512];
         if (rc_ != AOS_DB_OK)                                             \
             fail_msg("%s: %s (%s)", #call, aos_db_status_name(rc_), err); \
     } while (0)
-
-static struct aos_conf_tenant conf_tenant(const char *id, const char *name)
-{
-    struct aos_conf_tenant t;
-
-    memset(&t, 0, sizeof(t));
-    snprintf(t.id, sizeof(t.id), "%s", id);
-    t.name = (char *)name;
-    t.read.per_minute = 300;
-    t.read.burst = 60;
-    t.write.per_minute = 100;
-    t.write.burst = 30;
-    t.autonomy = (char *)"supervised";
-    return t;
-}
-
-static int setup(void **state)
-{
-    struct fx *f = *state;
-    struct aos_store_tx *tx = NULL;
-    struct aos_conf_tenant t[2];
-
-    if (fx_open(f) != 0)
-        return -1;
-    if (!f->enabled)
-        return 0;
-    if (aos_migrate_up(f->store, 0, NULL, NULL, E) != AOS_DB_OK) {
-        fprintf(stderr, "# migrate: %s\n", err);
-        return -1;
-    }
-    t[0] = conf_tenant(TENANT_A, "acme");
-    t[1] = conf_tenant(TENANT_B, "globex");
-    if (aos_store_begin(f->store, true, &tx, E) != AOS_DB_OK ||
-        aos_store_tenants_sync(tx, t, 2, E) != AOS_DB_OK || aos_store_commit(tx, E) != AOS_DB_OK) {
-        fprintf(stderr, "# tenants: %s\n", err);
-        return -1;
-    }
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    fx_close(*state);
-    return 0;
-}
 
 /* ---------------------------------------------------------------- helpers */
 
@@ -527,14 +482,14 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_key_valid),
         cmocka_unit_test(test_fingerprint),
-        FX_TESTS(test_proceed_complete_replay, setup, teardown),
-        FX_TESTS(test_mismatch, setup, teardown),
-        FX_TESTS(test_lease_takeover, setup, teardown),
-        FX_TESTS(test_expired_replaced, setup, teardown),
-        FX_TESTS(test_scope, setup, teardown),
-        FX_TESTS(test_bad_input, setup, teardown),
-        FX_TESTS(test_concurrent_duplicates, setup, teardown),
-        FX_TESTS(test_prune, setup, teardown),
+        FX_TESTS(test_proceed_complete_replay, fx_setup_two_tenants, fx_teardown),
+        FX_TESTS(test_mismatch, fx_setup_two_tenants, fx_teardown),
+        FX_TESTS(test_lease_takeover, fx_setup_two_tenants, fx_teardown),
+        FX_TESTS(test_expired_replaced, fx_setup_two_tenants, fx_teardown),
+        FX_TESTS(test_scope, fx_setup_two_tenants, fx_teardown),
+        FX_TESTS(test_bad_input, fx_setup_two_tenants, fx_teardown),
+        FX_TESTS(test_concurrent_duplicates, fx_setup_two_tenants, fx_teardown),
+        FX_TESTS(test_prune, fx_setup_two_tenants, fx_teardown),
     };
 
     return FX_RUN("idempotency", tests);

@@ -30,8 +30,8 @@
 #include "store/store.h"
 #include "store_fixture.h"
 
-#define TENANT_A "6f1c2a4e-9b7d-4c3a-8e2f-1a2b3c4d5e6f"
-#define TENANT_B "0b9a5c1e-2d3f-4a6b-8c7d-9e0f1a2b3c4d"
+#define TENANT_A FX_TENANT_A
+#define TENANT_B FX_TENANT_B
 #define TENANT_UNKNOWN "c0ffee00-1234-4abc-9def-000000000003"
 
 static char err[512];
@@ -43,51 +43,6 @@ static char err[512];
         if (rc_ != AOS_DB_OK)                                             \
             fail_msg("%s: %s (%s)", #call, aos_db_status_name(rc_), err); \
     } while (0)
-
-static struct aos_conf_tenant conf_tenant(const char *id, const char *name)
-{
-    struct aos_conf_tenant t;
-
-    memset(&t, 0, sizeof(t));
-    snprintf(t.id, sizeof(t.id), "%s", id);
-    t.name = (char *)name;
-    t.read.per_minute = 300;
-    t.read.burst = 60;
-    t.write.per_minute = 100;
-    t.write.burst = 30;
-    t.autonomy = (char *)"supervised";
-    return t;
-}
-
-static int setup(void **state)
-{
-    struct fx *f = *state;
-    struct aos_store_tx *tx = NULL;
-    struct aos_conf_tenant t[2];
-
-    if (fx_open(f) != 0)
-        return -1;
-    if (!f->enabled)
-        return 0;
-    if (aos_migrate_up(f->store, 0, NULL, NULL, E) != AOS_DB_OK) {
-        fprintf(stderr, "# migrate: %s\n", err);
-        return -1;
-    }
-    t[0] = conf_tenant(TENANT_A, "acme");
-    t[1] = conf_tenant(TENANT_B, "globex");
-    if (aos_store_begin(f->store, true, &tx, E) != AOS_DB_OK ||
-        aos_store_tenants_sync(tx, t, 2, E) != AOS_DB_OK || aos_store_commit(tx, E) != AOS_DB_OK) {
-        fprintf(stderr, "# tenants: %s\n", err);
-        return -1;
-    }
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    fx_close(*state);
-    return 0;
-}
 
 /* ---------------------------------------------------------------- helpers */
 
@@ -515,14 +470,14 @@ static void test_store_down_bounded_shutdown(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        FX_TESTS(test_threads_all_land, setup, teardown),
-        FX_TESTS(test_batching, setup, teardown),
-        FX_TESTS(test_free_flushes, setup, teardown),
-        FX_TESTS(test_queue_full_drops_oldest, setup, teardown),
-        FX_TESTS(test_tenants_and_fields, setup, teardown),
-        FX_TESTS(test_cursor_paging, setup, teardown),
-        FX_TESTS(test_prune, setup, teardown),
-        FX_TESTS(test_writer_retention, setup, teardown),
+        FX_TESTS(test_threads_all_land, fx_setup_two_tenants, fx_teardown),
+        FX_TESTS(test_batching, fx_setup_two_tenants, fx_teardown),
+        FX_TESTS(test_free_flushes, fx_setup_two_tenants, fx_teardown),
+        FX_TESTS(test_queue_full_drops_oldest, fx_setup_two_tenants, fx_teardown),
+        FX_TESTS(test_tenants_and_fields, fx_setup_two_tenants, fx_teardown),
+        FX_TESTS(test_cursor_paging, fx_setup_two_tenants, fx_teardown),
+        FX_TESTS(test_prune, fx_setup_two_tenants, fx_teardown),
+        FX_TESTS(test_writer_retention, fx_setup_two_tenants, fx_teardown),
         cmocka_unit_test(test_store_error_rejects),
         cmocka_unit_test(test_store_down_bounded_shutdown),
     };
