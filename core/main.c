@@ -520,6 +520,7 @@ out:
     if (d->main_loop != NULL)
         aos_loop_run_pending(d->main_loop);
     /* Loops stopped, not yet freed: what the limiter owns on them goes first. */
+    atomic_store(&d->app.stopped, true);
     aos_ratelimit_free(d->app.ratelimit);
     aos_bringup_free(d->bringup);
     aos_http_server_free(d->server);

@@ -6,6 +6,7 @@
 #define AOS_API_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <time.h>
@@ -36,6 +37,9 @@ struct aos_app {
     struct aos_store *store;
     struct aos_gate *login_gate; /* bounds concurrent Argon2id work */
     struct aos_ratelimit *ratelimit;
+    /* Set once the loops and the pool are gone: late completions (a Redis
+     * check answered at teardown) must not start handlers any more. */
+    atomic_bool stopped;
     struct aos_pii *pii;         /* PII detectors (core/pii); NULL: /pii answers 503 */
     struct aos_journal *journal; /* API journal writer (gateway/journal.h) */
     time_t started;

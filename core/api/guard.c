@@ -234,6 +234,11 @@ static void gateway_idempotency(struct aos_http_request *req)
 static void limit_done(void *arg, const struct aos_rl_result *r)
 {
     struct aos_http_request *req = arg;
+    struct aos_app *app = req->app;
+    if (atomic_load(&app->stopped)) {
+        aos_http_respond_error(req, 503, "shutting_down", "the server is shutting down");
+        return;
+    }
     struct aos_rl_header headers[AOS_RL_MAX_HEADERS];
     size_t n = aos_ratelimit_headers(r, headers, AOS_RL_MAX_HEADERS);
     for (size_t i = 0; i < n; i++)
