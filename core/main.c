@@ -172,7 +172,12 @@ static int run_migrate(const char *conf_path, int argc, char **argv)
     aos_conf_errors_free(&errs);
     int rc = EXIT_FAILURE;
     char err[512];
-    struct aos_store *store = aos_store_new(&conf->store);
+    struct aos_store *store = NULL;
+    if (aos_store_become_owner(&conf->store, err, sizeof err) != 0) {
+        fprintf(stderr, "aosd: %s\n", err);
+        goto out;
+    }
+    store = aos_store_new(&conf->store);
     if (store == NULL) {
         fprintf(stderr, "aosd: cannot create the store\n");
         goto out;

@@ -378,48 +378,6 @@ static int sync_tenants_tx(struct aos_store_tx *tx, void *arg, char *err, size_t
     return aos_store_tenants_sync(tx, conf->tenants, conf->ntenants, err, errlen);
 }
 
-/* aosd runs as its own user (systemd User=aos); a database file made by a
- * root aosctl would be unwritable for it.  So, as root on SQLite, act as
- * whoever owns the database file or, before it exists, its directory. */
-static int become_store_owner(const struct aos_conf *conf)
-{
-    struct stat st;
-    char dir[PATH_MAX];
-
-    if (geteuid() != 0 || strcmp(conf->store.driver, "sqlite") != 0)
-        return 0;
-    if (stat(conf->store.path, &st) != 0) {
-        int n = snprintf(dir, sizeof dir, "%s", conf->store.path);
-        if (n < 0 || (size_t)n >= sizeof dir)
-            return 0; /* the store will say what is wrong with the path */
-        char *slash = strrchr(dir, '/');
-        if (slash == NULL)
-            snprintf(dir, sizeof dir, ".");
-        else
-            slash[slash == dir ? 1 : 0] = '\0';
-        if (stat(dir, &st) != 0)
-            return 0;
-    }
-    if (st.st_uid == 0)
-        return 0;
-    uid_t uid = st.st_uid;
-    gid_t gid = st.st_gid;
-    struct passwd *pw = getpwuid(uid);
-    int rc = 0;
-    if (pw != NULL) {
-        gid = pw->pw_gid;
-        rc = initgroups(pw->pw_name, gid);
-    } else {
-        rc = setgroups(0, NULL);
-    }
-    if (rc != 0 || setgid(gid) != 0 || setuid(uid) != 0) {
-        say("cannot switch to uid %u, the owner of the database %s: %s", (unsigned)uid, conf->store.path,
-            strerror(errno));
-        return -1;
-    }
-    return 0;
-}
-
 static int store_open(struct ctl *ctl)
 {
     char err[512] = "";
@@ -1063,7 +1021,12 @@ int main(int argc, char **argv)
             goto out;
         }
     }
-    if (become_store_owner(ctl.conf) != 0 || store_open(&ctl) != 0)
+    char owner_err[256];
+    if (aos_store_become_owner(&ctl.conf->store, owner_err, sizeof owner_err) != 0) {
+        say("%s", owner_err);
+        goto out;
+    }
+    if (store_open(&ctl) != 0)
         goto out;
     rc = ctl.cmd->run(&ctl);
     if (fflush(stdout) != 0 || ferror(stdout)) {

@@ -38,6 +38,13 @@ void aos_store_free(struct aos_store *store);
 const char *aos_store_driver_name(const struct aos_store *store);
 bool aos_store_is_pgsql(const struct aos_store *store);
 
+/* For admin commands run as root (aosctl, aosd --migrate): on SQLite,
+ * switch to the owner of the database file (or of its directory before it
+ * exists), so the daemon's user can still write what they create.  A
+ * no-op when not root, on PostgreSQL, or when root owns it.  0, or -1
+ * with err. */
+int aos_store_become_owner(const struct aos_conf_store *conf, char *err, size_t errlen);
+
 /* Opens (or re-opens) at least one connection and checks it works.
  * AOS_DB_OK, or AOS_DB_UNAVAILABLE with err saying why (retry later), or
  * AOS_DB_ERROR when retrying cannot help (malformed conninfo, missing

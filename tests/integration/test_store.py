@@ -77,6 +77,24 @@ def test_migrate_cli(t):
         d.cleanup()
 
 
+def test_migrate_as_owner(t):
+    import pwd
+    if os.geteuid() != 0:
+        t.skip("--migrate as root switches to the database owner", "needs root")
+        return
+    nobody = pwd.getpwnam("nobody")
+    d = Daemon()
+    try:
+        os.chmod(d.dir, 0o755)
+        os.chown(os.path.join(d.dir, "data"), nobody.pw_uid, nobody.pw_gid)
+        rc, out, err = migrate(d)
+        t.eq(rc, 0, "aosd --migrate as root on a directory owned by another user", out + err)
+        owner = os.stat(db_path(d)).st_uid
+        t.eq(owner, nobody.pw_uid, "the database it creates belongs to the directory's owner, not root")
+    finally:
+        d.cleanup()
+
+
 def tenants(d):
     con = sqlite3.connect(db_path(d))
     try:
@@ -157,7 +175,7 @@ def test_pgsql_outage(t):
 
 def main():
     t = Tap()
-    for fn in (test_migrate_cli, test_tenant_sync, test_pgsql_outage):
+    for fn in (test_migrate_cli, test_migrate_as_owner, test_tenant_sync, test_pgsql_outage):
         t.run(fn)
     return t.done()
 
