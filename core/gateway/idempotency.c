@@ -30,18 +30,6 @@
 
 #define NPARAMS(p) (sizeof(p) / sizeof((p)[0]))
 
-static void seterr(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static void seterr(char *err, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-
-    if (err == NULL || errlen == 0)
-        return;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap); /* a truncated reason is still a reason */
-    va_end(ap);
-}
-
 /* ---------------------------------------------------------------- keys and fingerprints */
 
 bool aos_idem_key_valid(const char *key)
@@ -135,19 +123,19 @@ static int request_check(const struct aos_idem_request *r, bool times, char tena
 {
     if (r == NULL || r->principal == NULL || r->principal[0] == '\0' || !aos_idem_key_valid(r->key) ||
         !fingerprint_valid(r->fingerprint)) {
-        seterr(err, errlen, "idempotency: malformed request (principal, key or fingerprint)");
+        aos_db_seterr(err, errlen, "idempotency: malformed request (principal, key or fingerprint)");
         return AOS_DB_ERROR;
     }
     if (times && (r->now_ms < 0 || r->window_ms <= 0 || r->lease_ms <= 0 ||
                   r->window_ms > INT64_MAX - r->now_ms || r->lease_ms > INT64_MAX - r->now_ms)) {
-        seterr(err, errlen, "idempotency: bad time, window or lease");
+        aos_db_seterr(err, errlen, "idempotency: bad time, window or lease");
         return AOS_DB_ERROR;
     }
     /* Ids that are not UUIDs name no tenant (and would be an invalid uuid
      * on PostgreSQL but a plain miss on SQLite): the same answer as for an
      * unknown tenant, on both drivers. */
     if (!aos_store_id_norm(r->tenant_id, tenant)) {
-        seterr(err, errlen, "idempotency: unknown tenant");
+        aos_db_seterr(err, errlen, "idempotency: unknown tenant");
         return AOS_DB_CONSTRAINT;
     }
     return AOS_DB_OK;
@@ -201,7 +189,7 @@ static int replay_from_row(const struct aos_db_result *res, struct aos_idem_stor
     s->body = malloc(len + 1);
     if ((ct != NULL && s->content_type == NULL) || s->body == NULL) {
         aos_idem_stored_clear(s);
-        seterr(err, errlen, "out of memory");
+        aos_db_seterr(err, errlen, "out of memory");
         return AOS_DB_ERROR;
     }
     if (len > 0)
@@ -244,7 +232,7 @@ static int begin_tx(struct aos_store_tx *tx, void *arg, char *err, size_t errlen
         /* PostgreSQL: the conflicting row was pruned between the two
          * statements (READ COMMITTED).  Running again claims the key. */
         aos_db_result_free(res);
-        seterr(err, errlen, "idempotency: record vanished while claiming it");
+        aos_db_seterr(err, errlen, "idempotency: record vanished while claiming it");
         return AOS_DB_RETRY;
     }
     state = aos_db_result_text(res, 0, COL_STATE);
@@ -273,7 +261,7 @@ static int begin_tx(struct aos_store_tx *tx, void *arg, char *err, size_t errlen
     aos_db_result_free(res);
     if (rc == AOS_DB_OK && changes != 1) {
         /* The row is locked by us: it cannot have changed under us. */
-        seterr(err, errlen, "idempotency: record changed while locked");
+        aos_db_seterr(err, errlen, "idempotency: record changed while locked");
         rc = AOS_DB_ERROR;
     }
     return rc;
@@ -349,7 +337,7 @@ int aos_idem_complete(struct aos_store *store, const struct aos_idem_request *r,
     if (rc != AOS_DB_OK)
         return rc;
     if (status < 100 || status > 599) {
-        seterr(err, errlen, "idempotency: bad status %d", status);
+        aos_db_seterr(err, errlen, "idempotency: bad status %d", status);
         return AOS_DB_ERROR;
     }
     if (body == NULL) {
@@ -357,7 +345,7 @@ int aos_idem_complete(struct aos_store *store, const struct aos_idem_request *r,
         len = 0;
     }
     if (memchr(body, '\0', len) != NULL) {
-        seterr(err, errlen, "idempotency: a response body with a NUL byte cannot be stored");
+        aos_db_seterr(err, errlen, "idempotency: a response body with a NUL byte cannot be stored");
         return AOS_DB_ERROR;
     }
     struct aos_db_param p[] = {AOS_DB_P_TEXT(tenant),    AOS_DB_P_TEXT(r->principal),
@@ -370,7 +358,7 @@ int aos_idem_complete(struct aos_store *store, const struct aos_idem_request *r,
     c.np = NPARAMS(p);
     rc = aos_store_transact(store, true, write_tx, &c, err, errlen);
     if (rc == AOS_DB_OK && c.changes != 1) {
-        seterr(err, errlen, "idempotency: no claim in progress for this key");
+        aos_db_seterr(err, errlen, "idempotency: no claim in progress for this key");
         rc = AOS_DB_NOT_FOUND;
     }
     return rc;
@@ -393,7 +381,7 @@ int aos_idem_release(struct aos_store *store, const struct aos_idem_request *r, 
     c.np = NPARAMS(p);
     rc = aos_store_transact(store, true, write_tx, &c, err, errlen);
     if (rc == AOS_DB_OK && c.changes != 1) {
-        seterr(err, errlen, "idempotency: no claim in progress for this key");
+        aos_db_seterr(err, errlen, "idempotency: no claim in progress for this key");
         rc = AOS_DB_NOT_FOUND;
     }
     return rc;

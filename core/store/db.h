@@ -47,6 +47,10 @@ enum aos_db_status {
 
 const char *aos_db_status_name(int status);
 
+/* printf into a caller's error buffer (err may be NULL or errlen 0); a
+ * truncated reason is still a reason. */
+void aos_db_seterr(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
 enum aos_db_type { AOS_DB_NULL = 0, AOS_DB_TEXT = 1, AOS_DB_INT = 2 };
 
 struct aos_db_param {

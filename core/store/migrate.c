@@ -43,18 +43,6 @@ static int64_t wall_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static void seterr(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static void seterr(char *err, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-
-    if (err == NULL || errlen == 0)
-        return;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap); /* truncation keeps a readable prefix */
-    va_end(ap);
-}
-
 const struct aos_migration *aos_migrate_set(const struct aos_store *s, size_t *count)
 {
     if (aos_store_is_pgsql(s)) {
@@ -93,7 +81,7 @@ static int read_applied(struct aos_store_tx *tx, struct applied **rows, size_t *
         goto out;
     out = calloc(nrows, sizeof(*out));
     if (out == NULL) {
-        seterr(err, errlen, "out of memory");
+        aos_db_seterr(err, errlen, "out of memory");
         rc = AOS_DB_ERROR;
         goto out;
     }
@@ -102,7 +90,7 @@ static int read_applied(struct aos_store_tx *tx, struct applied **rows, size_t *
         int64_t v = aos_db_result_int(res, i, 0);
 
         if (v <= 0 || v > 1000000) {
-            seterr(err, errlen, "schema_migrations holds an impossible version %lld", (long long)v);
+            aos_db_seterr(err, errlen, "schema_migrations holds an impossible version %lld", (long long)v);
             rc = AOS_DB_SCHEMA;
             goto out;
         }
@@ -130,14 +118,14 @@ static int judge(const struct aos_migration *set, size_t count, const struct app
     *current = 0;
     for (i = 0; i < n; i++) {
         if (rows[i].version != (int)i + 1) {
-            seterr(err, errlen,
+            aos_db_seterr(err, errlen,
                    "schema_migrations is inconsistent: version %d is recorded but version %d is not; "
                    "repair the database by hand",
                    rows[i].version, (int)i + 1);
             return AOS_DB_SCHEMA;
         }
         if ((size_t)rows[i].version <= count && strcmp(rows[i].name, set[i].name) != 0) {
-            seterr(err, errlen,
+            aos_db_seterr(err, errlen,
                    "database has migration %04d_%s applied but this aosd's migration %d is %04d_%s: "
                    "the database was migrated by a different build",
                    rows[i].version, rows[i].name, set[i].version, set[i].version, set[i].name);
@@ -165,7 +153,7 @@ static int read_current(struct aos_store_tx *tx, const struct aos_migration *set
 
 static void newer_message(int current, size_t count, char *err, size_t errlen)
 {
-    seterr(err, errlen, "database schema is at version %d but this aosd knows only up to %d: upgrade aosd",
+    aos_db_seterr(err, errlen, "database schema is at version %d but this aosd knows only up to %d: upgrade aosd",
            current, (int)count);
 }
 
@@ -199,7 +187,7 @@ static bool set_valid(const struct aos_migration *set, size_t count, char *err, 
 
     for (i = 0; i < count; i++) {
         if (set[i].version != (int)i + 1 || set[i].name == NULL || set[i].up == NULL || set[i].down == NULL) {
-            seterr(err, errlen, "migration set is malformed at entry %zu", i);
+            aos_db_seterr(err, errlen, "migration set is malformed at entry %zu", i);
             return false;
         }
     }
@@ -219,7 +207,7 @@ int aos_migrate_up_set(struct aos_store *s, const struct aos_migration *set, siz
     if (target == 0)
         target = (int)count;
     if (target < 0 || (size_t)target > count) {
-        seterr(err, errlen, "cannot migrate up to version %d: this aosd knows versions 1 to %d", target,
+        aos_db_seterr(err, errlen, "cannot migrate up to version %d: this aosd knows versions 1 to %d", target,
                (int)count);
         return AOS_DB_SCHEMA;
     }
@@ -239,7 +227,7 @@ int aos_migrate_up_set(struct aos_store *s, const struct aos_migration *set, siz
             goto fail;
         }
         if (first && current > target) {
-            seterr(err, errlen, "database schema is at version %d, above target %d: use down to go back",
+            aos_db_seterr(err, errlen, "database schema is at version %d, above target %d: use down to go back",
                    current, target);
             rc = AOS_DB_SCHEMA;
             goto fail;
@@ -252,7 +240,7 @@ int aos_migrate_up_set(struct aos_store *s, const struct aos_migration *set, siz
         m = &set[current];
         rc = aos_store_exec_script(tx, m->up, dberr, sizeof(dberr));
         if (rc != AOS_DB_OK) {
-            seterr(err, errlen, "migration %04d_%s failed: %s", m->version, m->name, dberr);
+            aos_db_seterr(err, errlen, "migration %04d_%s failed: %s", m->version, m->name, dberr);
             goto fail;
         }
         p[0] = AOS_DB_P_INT(m->version);
@@ -260,13 +248,13 @@ int aos_migrate_up_set(struct aos_store *s, const struct aos_migration *set, siz
         p[2] = AOS_DB_P_INT(wall_ms());
         rc = aos_store_exec(tx, SQL_INSERT, p, 3, NULL, dberr, sizeof(dberr));
         if (rc != AOS_DB_OK) {
-            seterr(err, errlen, "migration %04d_%s: recording it failed: %s", m->version, m->name, dberr);
+            aos_db_seterr(err, errlen, "migration %04d_%s: recording it failed: %s", m->version, m->name, dberr);
             goto fail;
         }
         rc = aos_store_commit(tx, dberr, sizeof(dberr));
         tx = NULL;
         if (rc != AOS_DB_OK) {
-            seterr(err, errlen, "migration %04d_%s: commit failed: %s", m->version, m->name, dberr);
+            aos_db_seterr(err, errlen, "migration %04d_%s: commit failed: %s", m->version, m->name, dberr);
             return rc;
         }
         if (report != NULL)
@@ -287,7 +275,7 @@ int aos_migrate_down_set(struct aos_store *s, const struct aos_migration *set, s
     if (!set_valid(set, count, err, errlen))
         return AOS_DB_ERROR;
     if (steps < 1) {
-        seterr(err, errlen, "cannot roll back %d migrations: give 1 or more", steps);
+        aos_db_seterr(err, errlen, "cannot roll back %d migrations: give 1 or more", steps);
         return AOS_DB_ERROR;
     }
     for (done = 0; done < steps; done++) {
@@ -305,7 +293,7 @@ int aos_migrate_down_set(struct aos_store *s, const struct aos_migration *set, s
             return AOS_DB_OK;
         }
         if ((size_t)current > count) {
-            seterr(err, errlen,
+            aos_db_seterr(err, errlen,
                    "database schema is at version %d but this aosd knows only up to %d: it has no down "
                    "migration for version %d; use the aosd that applied it",
                    current, (int)count, current);
@@ -315,20 +303,20 @@ int aos_migrate_down_set(struct aos_store *s, const struct aos_migration *set, s
         m = &set[current - 1];
         rc = aos_store_exec_script(tx, m->down, dberr, sizeof(dberr));
         if (rc != AOS_DB_OK) {
-            seterr(err, errlen, "rolling back migration %04d_%s failed: %s", m->version, m->name, dberr);
+            aos_db_seterr(err, errlen, "rolling back migration %04d_%s failed: %s", m->version, m->name, dberr);
             goto fail;
         }
         p[0] = AOS_DB_P_INT(m->version);
         rc = aos_store_exec(tx, SQL_DELETE, p, 1, NULL, dberr, sizeof(dberr));
         if (rc != AOS_DB_OK) {
-            seterr(err, errlen, "rolling back migration %04d_%s: unrecording it failed: %s", m->version,
+            aos_db_seterr(err, errlen, "rolling back migration %04d_%s: unrecording it failed: %s", m->version,
                    m->name, dberr);
             goto fail;
         }
         rc = aos_store_commit(tx, dberr, sizeof(dberr));
         tx = NULL;
         if (rc != AOS_DB_OK) {
-            seterr(err, errlen, "rolling back migration %04d_%s: commit failed: %s", m->version, m->name,
+            aos_db_seterr(err, errlen, "rolling back migration %04d_%s: commit failed: %s", m->version, m->name,
                    dberr);
             return rc;
         }
@@ -390,7 +378,7 @@ int aos_migrate_check_set(struct aos_store *s, const struct aos_migration *set, 
         used += (size_t)w;
         shown++;
     }
-    seterr(err, errlen, "%d migration%s pending (%s): run `aosd --migrate -c FILE`", pending,
+    aos_db_seterr(err, errlen, "%d migration%s pending (%s): run `aosd --migrate -c FILE`", pending,
            pending == 1 ? "" : "s", names);
     return AOS_DB_SCHEMA;
 }
@@ -459,7 +447,7 @@ int aos_migrate_history(struct aos_store *s, struct aos_migration_state **out, s
         goto out;
     st = calloc(total, sizeof(*st));
     if (st == NULL) {
-        seterr(err, errlen, "out of memory");
+        aos_db_seterr(err, errlen, "out of memory");
         rc = AOS_DB_ERROR;
         goto out;
     }

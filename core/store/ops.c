@@ -27,18 +27,6 @@ static const char NIL_ID[] = "00000000-0000-0000-0000-000000000000";
 
 #define NPARAMS(p) (sizeof(p) / sizeof((p)[0]))
 
-static void seterr(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static void seterr(char *err, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-
-    if (err == NULL || errlen == 0)
-        return;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap); /* a truncated reason is still a reason */
-    va_end(ap);
-}
-
 /* ---------------------------------------------------------------- helpers */
 
 int64_t aos_store_now_ms(void)
@@ -101,13 +89,13 @@ static bool day_valid(const char *day)
 
 static int not_found(char *err, size_t errlen, const char *what)
 {
-    seterr(err, errlen, "%s not found", what);
+    aos_db_seterr(err, errlen, "%s not found", what);
     return AOS_DB_NOT_FOUND;
 }
 
 static int oom(char *err, size_t errlen)
 {
-    seterr(err, errlen, "out of memory");
+    aos_db_seterr(err, errlen, "out of memory");
     return AOS_DB_ERROR;
 }
 
@@ -120,7 +108,7 @@ static int cell_fixed(const struct aos_db_result *r, size_t row, size_t col, cha
     size_t len = s != NULL ? strlen(s) : 0;
 
     if (len >= size) {
-        seterr(err, errlen, "store returned a %zu-byte value for a %zu-byte field", len, size - 1);
+        aos_db_seterr(err, errlen, "store returned a %zu-byte value for a %zu-byte field", len, size - 1);
         return AOS_DB_ERROR;
     }
     memcpy(dst, s != NULL ? s : "", len);
@@ -358,7 +346,7 @@ int aos_store_tenants_sync_stats(struct aos_store_tx *tx, const struct aos_conf_
     for (i = 0; i < n; i++) {
         if (!aos_store_id_norm(tenants[i].id, ids[i]) || tenants[i].name == NULL ||
             tenants[i].name[0] == '\0') {
-            seterr(err, errlen, "tenant %zu of the configuration has a malformed id or no name", i + 1);
+            aos_db_seterr(err, errlen, "tenant %zu of the configuration has a malformed id or no name", i + 1);
             rc = AOS_DB_CONSTRAINT;
             goto out;
         }
@@ -574,11 +562,11 @@ int aos_store_user_create(struct aos_store_tx *tx, const char *tenant_id, const 
     if (!aos_store_id_norm(tenant_id, tid))
         return not_found(err, errlen, "tenant");
     if (email == NULL || email[0] == '\0') {
-        seterr(err, errlen, "user email is empty");
+        aos_db_seterr(err, errlen, "user email is empty");
         return AOS_DB_CONSTRAINT;
     }
     if (!aos_store_role_valid(role)) {
-        seterr(err, errlen, "role must be admin, approver or user");
+        aos_db_seterr(err, errlen, "role must be admin, approver or user");
         return AOS_DB_CONSTRAINT;
     }
     aos_store_id_new(id);
@@ -589,7 +577,7 @@ int aos_store_user_create(struct aos_store_tx *tx, const char *tenant_id, const 
     if (rc == AOS_DB_OK)
         memcpy(id_out, id, AOS_ID_LEN);
     else if (rc == AOS_DB_CONSTRAINT)
-        seterr(err, errlen, "a user with this email exists in the tenant, or the tenant does not exist");
+        aos_db_seterr(err, errlen, "a user with this email exists in the tenant, or the tenant does not exist");
     return rc;
 }
 
@@ -658,7 +646,7 @@ int aos_store_user_find_login(struct aos_store_tx *tx, const char *tenant_id, co
     else if (rows == 0)
         rc = not_found(err, errlen, "user");
     else {
-        seterr(err, errlen, "the e-mail belongs to users of several tenants");
+        aos_db_seterr(err, errlen, "the e-mail belongs to users of several tenants");
         rc = AOS_DB_NOT_FOUND;
     }
 out:
@@ -698,11 +686,11 @@ int aos_store_user_list(struct aos_store_tx *tx, const char *tenant_id, const ch
     *n = 0;
     next_cursor[0] = '\0';
     if (limit < 1 || limit > 1000) {
-        seterr(err, errlen, "page size must be 1 to 1000");
+        aos_db_seterr(err, errlen, "page size must be 1 to 1000");
         return AOS_DB_CONSTRAINT;
     }
     if (!first && !cursor_parse(cursor, &after_ts, after_id)) {
-        seterr(err, errlen, "malformed cursor");
+        aos_db_seterr(err, errlen, "malformed cursor");
         return AOS_DB_CONSTRAINT;
     }
     if (!aos_store_id_norm(tenant_id, tid))
@@ -749,7 +737,7 @@ int aos_store_user_set_role(struct aos_store_tx *tx, const char *tenant_id, cons
     char tid[AOS_ID_LEN], uid[AOS_ID_LEN];
 
     if (!aos_store_role_valid(role)) {
-        seterr(err, errlen, "role must be admin, approver or user");
+        aos_db_seterr(err, errlen, "role must be admin, approver or user");
         return AOS_DB_CONSTRAINT;
     }
     if (!aos_store_id_norm(tenant_id, tid) || !aos_store_id_norm(user_id, uid))
@@ -868,12 +856,12 @@ int aos_store_apikey_create(struct aos_store_tx *tx, const char *tenant_id,
     if (spec->user_id != NULL && !aos_store_id_norm(spec->user_id, uid))
         return not_found(err, errlen, "user");
     if (!aos_store_role_valid(spec->role)) {
-        seterr(err, errlen, "role must be admin, approver or user");
+        aos_db_seterr(err, errlen, "role must be admin, approver or user");
         return AOS_DB_CONSTRAINT;
     }
     if (spec->name == NULL || spec->prefix == NULL || spec->prefix[0] == '\0' || spec->secret_hash == NULL ||
         spec->secret_hash[0] == '\0' || spec->expires_at < 0) {
-        seterr(err, errlen, "API key needs a name, a prefix, a secret hash and expires_at >= 0");
+        aos_db_seterr(err, errlen, "API key needs a name, a prefix, a secret hash and expires_at >= 0");
         return AOS_DB_CONSTRAINT;
     }
     aos_store_id_new(id);
@@ -892,7 +880,7 @@ int aos_store_apikey_create(struct aos_store_tx *tx, const char *tenant_id,
     if (rc == AOS_DB_OK)
         memcpy(id_out, id, AOS_ID_LEN);
     else if (rc == AOS_DB_CONSTRAINT)
-        seterr(err, errlen, "the key prefix is taken, or the tenant or user does not exist");
+        aos_db_seterr(err, errlen, "the key prefix is taken, or the tenant or user does not exist");
     return rc;
 }
 
@@ -1031,7 +1019,7 @@ int aos_store_usage_add(struct aos_store_tx *tx, const char *tenant_id, const ch
     if (agent_id != NULL && !aos_store_id_norm(agent_id, aid))
         return not_found(err, errlen, "agent");
     if (!day_valid(day) || delta->tokens_in < 0 || delta->tokens_out < 0 || delta->micro_usd < 0) {
-        seterr(err, errlen, "usage needs a day YYYY-MM-DD and counts >= 0");
+        aos_db_seterr(err, errlen, "usage needs a day YYYY-MM-DD and counts >= 0");
         return AOS_DB_CONSTRAINT;
     }
     struct aos_db_param p[] = {AOS_DB_P_TEXT(tid),
@@ -1043,7 +1031,7 @@ int aos_store_usage_add(struct aos_store_tx *tx, const char *tenant_id, const ch
                                AOS_DB_P_INT(aos_store_now_ms())};
     rc = aos_store_exec(tx, SQL_USAGE_ADD, p, NPARAMS(p), NULL, err, errlen);
     if (rc == AOS_DB_CONSTRAINT)
-        seterr(err, errlen, "usage rejected: no such tenant");
+        aos_db_seterr(err, errlen, "usage rejected: no such tenant");
     return rc;
 }
 
@@ -1057,7 +1045,7 @@ int aos_store_usage_total(struct aos_store_tx *tx, const char *tenant_id, const 
 
     memset(out, 0, sizeof(*out));
     if (!day_valid(from_day) || !day_valid(to_day)) {
-        seterr(err, errlen, "days must be YYYY-MM-DD");
+        aos_db_seterr(err, errlen, "days must be YYYY-MM-DD");
         return AOS_DB_CONSTRAINT;
     }
     if (!aos_store_id_norm(tenant_id, tid) || (agent_id != NULL && !aos_store_id_norm(agent_id, aid)))
@@ -1189,11 +1177,11 @@ int aos_store_journal_list(struct aos_store_tx *tx, const char *tenant_id, const
     *n = 0;
     next_cursor[0] = '\0';
     if (limit < 1 || limit > 1000) {
-        seterr(err, errlen, "page size must be 1 to 1000");
+        aos_db_seterr(err, errlen, "page size must be 1 to 1000");
         return AOS_DB_CONSTRAINT;
     }
     if (!first && !journal_cursor_parse(cursor, &after_ts, &after_id)) {
-        seterr(err, errlen, "malformed cursor");
+        aos_db_seterr(err, errlen, "malformed cursor");
         return AOS_DB_CONSTRAINT;
     }
     if (!aos_store_id_norm(tenant_id, tid))
@@ -1243,7 +1231,7 @@ int aos_store_journal_prune(struct aos_store_tx *tx, int64_t older_than_ms, size
 
     *deleted = 0;
     if (limit < 1 || limit > 1000000) {
-        seterr(err, errlen, "prune chunk must be 1 to 1000000");
+        aos_db_seterr(err, errlen, "prune chunk must be 1 to 1000000");
         return AOS_DB_CONSTRAINT;
     }
     struct aos_db_param p[] = {AOS_DB_P_INT(older_than_ms), AOS_DB_P_INT(limit)};

@@ -1,4 +1,7 @@
 #include "config.h"
+
+#include <stdarg.h>
+#include <stdio.h>
 /*
  * The materialised result of one statement: every cell copied out of the
  * driver so the connection can go back to the pool before the caller looks
@@ -160,4 +163,15 @@ void aos_db_result_free(struct aos_db_result *r)
         free(r->row[i].off);
     free(r->row);
     free(r);
+}
+
+void aos_db_seterr(char *err, size_t errlen, const char *fmt, ...)
+{
+    va_list ap;
+
+    if (err == NULL || errlen == 0)
+        return;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
 }
