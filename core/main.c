@@ -421,6 +421,7 @@ static int serve(struct daemon *d, struct aos_runtime *rt)
     }
     if (aos_api_ops_register(d->router, &d->app, err, sizeof err) != 0 ||
         aos_api_auth_register(d->router, &d->app, err, sizeof err) != 0 ||
+        aos_api_agents_register(d->router, &d->app, err, sizeof err) != 0 ||
         aos_api_journal_register(d->router, &d->app, err, sizeof err) != 0 ||
         aos_api_pii_register(d->router, &d->app, err, sizeof err) != 0 ||
         (testing_mode() && aos_api_testing_register(d->router, &d->app, err, sizeof err) != 0)) {

@@ -76,6 +76,9 @@ bool aos_api_uuid_valid(const char *s);
 /* /api/v1/auth/... */
 int aos_api_auth_register(struct aos_router *router, struct aos_app *app, char *err, size_t errlen);
 
+/* /api/v1/agents: CRUD of the tenant's agents (see agents.c). */
+int aos_api_agents_register(struct aos_router *router, struct aos_app *app, char *err, size_t errlen);
+
 /* GET /api/v1/journal (tenant admins). */
 int aos_api_journal_register(struct aos_router *router, struct aos_app *app, char *err, size_t errlen);
 

@@ -1241,3 +1241,336 @@ int aos_store_journal_prune(struct aos_store_tx *tx, int64_t older_than_ms, size
     aos_db_result_free(res);
     return rc;
 }
+
+/* ---------------------------------------------------------------- agents */
+
+#define AGENT_COLS                                                                                \
+    "id, tenant_id, name, plugin, config, autonomy, approval_policy, budget_tokens_day, "         \
+    "budget_tokens_month, budget_micro_usd_day, budget_micro_usd_month, created_by, created_at, " \
+    "updated_at"
+static const char SQL_AGENT_INSERT[] =
+    "INSERT INTO agents (id, tenant_id, name, plugin, config, autonomy, approval_policy, budget_tokens_day, "
+    "budget_tokens_month, budget_micro_usd_day, budget_micro_usd_month, created_by, created_at, updated_at) "
+    "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $13)";
+static const char SQL_AGENT_GET[] =
+    "SELECT " AGENT_COLS " FROM agents WHERE tenant_id = $1 AND id = $2 AND deleted_at IS NULL";
+static const char SQL_AGENT_GET_NAME[] =
+    "SELECT " AGENT_COLS " FROM agents WHERE tenant_id = $1 AND name = $2 AND deleted_at IS NULL";
+static const char SQL_AGENT_LIST_FIRST[] = "SELECT " AGENT_COLS " FROM agents WHERE tenant_id = $1 "
+                                           "AND deleted_at IS NULL ORDER BY created_at, id LIMIT $2";
+/* Keyset paging off the index (tenant_id, created_at, id). */
+static const char SQL_AGENT_LIST_AFTER[] =
+    "SELECT " AGENT_COLS " FROM agents WHERE tenant_id = $1 AND deleted_at IS NULL "
+    "AND (created_at, id) > ($2, $3) ORDER BY created_at, id LIMIT $4";
+static const char SQL_AGENT_UPDATE[] =
+    "UPDATE agents SET name = $3, plugin = $4, config = $5, autonomy = $6, approval_policy = $7, "
+    "budget_tokens_day = $8, budget_tokens_month = $9, budget_micro_usd_day = $10, "
+    "budget_micro_usd_month = $11, updated_at = $12 WHERE tenant_id = $1 AND id = $2 AND deleted_at IS NULL";
+static const char SQL_AGENT_DELETE[] = "UPDATE agents SET deleted_at = $3, updated_at = $3 "
+                                       "WHERE tenant_id = $1 AND id = $2 AND deleted_at IS NULL";
+
+void aos_agent_clear(struct aos_agent *a)
+{
+    if (a == NULL)
+        return;
+    free(a->name);
+    free(a->plugin);
+    free(a->config);
+    free(a->autonomy);
+    free(a->approval_policy);
+    free(a->created_by);
+    memset(a, 0, sizeof(*a));
+}
+
+void aos_agents_free(struct aos_agent *a, size_t n)
+{
+    size_t i;
+
+    if (a == NULL)
+        return;
+    for (i = 0; i < n; i++)
+        aos_agent_clear(&a[i]);
+    free(a);
+}
+
+void aos_agent_spec_init(struct aos_agent_spec *spec)
+{
+    memset(spec, 0, sizeof(*spec));
+    spec->budget_tokens_day = -1;
+    spec->budget_tokens_month = -1;
+    spec->budget_micro_usd_day = -1;
+    spec->budget_micro_usd_month = -1;
+}
+
+bool aos_store_json_object_valid(const char *s)
+{
+    struct json_tokener *tok;
+    struct json_object *o;
+    size_t len;
+    bool ok;
+
+    if (s == NULL)
+        return false;
+    len = strlen(s);
+    if (len > INT32_MAX)
+        return false;
+    tok = json_tokener_new();
+    if (tok == NULL)
+        return false;
+    json_tokener_set_flags(tok, JSON_TOKENER_STRICT);
+    o = json_tokener_parse_ex(tok, s, (int)len);
+    /* The whole text must be one object: no trailing bytes. */
+    ok = o != NULL && json_tokener_get_error(tok) == json_tokener_success &&
+         json_tokener_get_parse_end(tok) == len && json_object_is_type(o, json_type_object);
+    json_object_put(o);
+    json_tokener_free(tok);
+    return ok;
+}
+
+/* Code points of UTF-8 text (continuation bytes do not count); the API
+ * hands over valid UTF-8, the store only bounds the length. */
+static size_t utf8_len(const char *s)
+{
+    size_t n = 0;
+
+    for (; *s != '\0'; s++)
+        if (((unsigned char)*s & 0xC0) != 0x80)
+            n++;
+    return n;
+}
+
+static bool autonomy_valid(const char *a)
+{
+    return a == NULL || strcmp(a, "observe") == 0 || strcmp(a, "supervised") == 0 ||
+           strcmp(a, "autonomous") == 0;
+}
+
+static int agent_spec_check(const struct aos_agent_spec *s, char *err, size_t errlen)
+{
+    if (s->name == NULL || s->name[0] == '\0' || utf8_len(s->name) > AOS_AGENT_NAME_MAX) {
+        aos_db_seterr(err, errlen, "agent name must be 1 to %d characters", AOS_AGENT_NAME_MAX);
+        return AOS_DB_CONSTRAINT;
+    }
+    if (s->plugin == NULL || s->plugin[0] == '\0') {
+        aos_db_seterr(err, errlen, "agent plugin is empty");
+        return AOS_DB_CONSTRAINT;
+    }
+    if ((s->config != NULL && !aos_store_json_object_valid(s->config)) ||
+        (s->approval_policy != NULL && !aos_store_json_object_valid(s->approval_policy))) {
+        aos_db_seterr(err, errlen, "agent config and approval policy must be JSON objects");
+        return AOS_DB_CONSTRAINT;
+    }
+    if (!autonomy_valid(s->autonomy)) {
+        aos_db_seterr(err, errlen, "autonomy must be observe, supervised or autonomous");
+        return AOS_DB_CONSTRAINT;
+    }
+    if (s->budget_tokens_day < -1 || s->budget_tokens_month < -1 || s->budget_micro_usd_day < -1 ||
+        s->budget_micro_usd_month < -1) {
+        aos_db_seterr(err, errlen, "agent budgets must be >= 0 (or -1: none)");
+        return AOS_DB_CONSTRAINT;
+    }
+    return AOS_DB_OK;
+}
+
+static struct aos_db_param budget_param(int64_t v) { return v >= 0 ? AOS_DB_P_INT(v) : AOS_DB_P_NULL; }
+
+static int64_t budget_cell(const struct aos_db_result *r, size_t row, size_t col)
+{
+    return aos_db_result_is_null(r, row, col) ? -1 : aos_db_result_int(r, row, col);
+}
+
+static int agent_from_row(const struct aos_db_result *r, size_t row, struct aos_agent *a, char *err,
+                          size_t errlen)
+{
+    int rc;
+
+    memset(a, 0, sizeof(*a));
+    if ((rc = cell_fixed(r, row, 0, a->id, sizeof(a->id), err, errlen)) != AOS_DB_OK ||
+        (rc = cell_fixed(r, row, 1, a->tenant_id, sizeof(a->tenant_id), err, errlen)) != AOS_DB_OK ||
+        (rc = cell_dup(r, row, 2, &a->name, err, errlen)) != AOS_DB_OK ||
+        (rc = cell_dup(r, row, 3, &a->plugin, err, errlen)) != AOS_DB_OK ||
+        (rc = cell_dup(r, row, 4, &a->config, err, errlen)) != AOS_DB_OK ||
+        (rc = cell_dup(r, row, 5, &a->autonomy, err, errlen)) != AOS_DB_OK ||
+        (rc = cell_dup(r, row, 6, &a->approval_policy, err, errlen)) != AOS_DB_OK ||
+        (rc = cell_dup(r, row, 11, &a->created_by, err, errlen)) != AOS_DB_OK) {
+        aos_agent_clear(a);
+        return rc;
+    }
+    a->budget_tokens_day = budget_cell(r, row, 7);
+    a->budget_tokens_month = budget_cell(r, row, 8);
+    a->budget_micro_usd_day = budget_cell(r, row, 9);
+    a->budget_micro_usd_month = budget_cell(r, row, 10);
+    a->created_at = aos_db_result_int(r, row, 12);
+    a->updated_at = aos_db_result_int(r, row, 13);
+    return AOS_DB_OK;
+}
+
+int aos_store_agent_create(struct aos_store_tx *tx, const char *tenant_id, const struct aos_agent_spec *spec,
+                           char id_out[AOS_ID_LEN], char *err, size_t errlen)
+{
+    char tid[AOS_ID_LEN], id[AOS_ID_LEN];
+    int rc;
+
+    if (!aos_store_id_norm(tenant_id, tid))
+        return not_found(err, errlen, "tenant");
+    if ((rc = agent_spec_check(spec, err, errlen)) != AOS_DB_OK)
+        return rc;
+    aos_store_id_new(id);
+    struct aos_db_param p[] = {AOS_DB_P_TEXT(id),
+                               AOS_DB_P_TEXT(tid),
+                               AOS_DB_P_TEXT(spec->name),
+                               AOS_DB_P_TEXT(spec->plugin),
+                               AOS_DB_P_TEXT(spec->config != NULL ? spec->config : "{}"),
+                               AOS_DB_P_TEXT(spec->autonomy),
+                               AOS_DB_P_TEXT(spec->approval_policy != NULL ? spec->approval_policy : "{}"),
+                               budget_param(spec->budget_tokens_day),
+                               budget_param(spec->budget_tokens_month),
+                               budget_param(spec->budget_micro_usd_day),
+                               budget_param(spec->budget_micro_usd_month),
+                               AOS_DB_P_TEXT(spec->created_by),
+                               AOS_DB_P_INT(aos_store_now_ms())};
+    rc = aos_store_exec(tx, SQL_AGENT_INSERT, p, NPARAMS(p), NULL, err, errlen);
+    if (rc == AOS_DB_OK)
+        memcpy(id_out, id, AOS_ID_LEN);
+    else if (rc == AOS_DB_CONSTRAINT)
+        aos_db_seterr(err, errlen,
+                      "an agent with this name exists in the tenant, or the tenant does not exist");
+    return rc;
+}
+
+static int agent_get(struct aos_store_tx *tx, const char *sql, const char *tid, const char *key,
+                     struct aos_agent *out, char *err, size_t errlen)
+{
+    struct aos_db_result *res = NULL;
+    int rc;
+
+    struct aos_db_param p[] = {AOS_DB_P_TEXT(tid), AOS_DB_P_TEXT(key)};
+    rc = aos_store_exec(tx, sql, p, NPARAMS(p), &res, err, errlen);
+    if (rc == AOS_DB_OK)
+        rc = aos_db_result_rows(res) == 1 ? agent_from_row(res, 0, out, err, errlen)
+                                          : not_found(err, errlen, "agent");
+    aos_db_result_free(res);
+    return rc;
+}
+
+int aos_store_agent_get(struct aos_store_tx *tx, const char *tenant_id, const char *agent_id,
+                        struct aos_agent *out, char *err, size_t errlen)
+{
+    char tid[AOS_ID_LEN], aid[AOS_ID_LEN];
+
+    memset(out, 0, sizeof(*out));
+    if (!aos_store_id_norm(tenant_id, tid) || !aos_store_id_norm(agent_id, aid))
+        return not_found(err, errlen, "agent");
+    return agent_get(tx, SQL_AGENT_GET, tid, aid, out, err, errlen);
+}
+
+int aos_store_agent_get_by_name(struct aos_store_tx *tx, const char *tenant_id, const char *name,
+                                struct aos_agent *out, char *err, size_t errlen)
+{
+    char tid[AOS_ID_LEN];
+
+    memset(out, 0, sizeof(*out));
+    if (!aos_store_id_norm(tenant_id, tid) || name == NULL || name[0] == '\0')
+        return not_found(err, errlen, "agent");
+    return agent_get(tx, SQL_AGENT_GET_NAME, tid, name, out, err, errlen);
+}
+
+int aos_store_agent_list(struct aos_store_tx *tx, const char *tenant_id, const char *cursor, size_t limit,
+                         struct aos_agent **out, size_t *n, char next_cursor[AOS_CURSOR_LEN], char *err,
+                         size_t errlen)
+{
+    struct aos_db_result *res = NULL;
+    struct aos_agent *list = NULL;
+    char tid[AOS_ID_LEN], after_id[AOS_ID_LEN];
+    int64_t after_ts = 0;
+    size_t i, rows = 0, take = 0;
+    bool first = cursor == NULL || cursor[0] == '\0';
+    int rc;
+
+    *out = NULL;
+    *n = 0;
+    next_cursor[0] = '\0';
+    if (limit < 1 || limit > 1000) {
+        aos_db_seterr(err, errlen, "page size must be 1 to 1000");
+        return AOS_DB_CONSTRAINT;
+    }
+    if (!first && !cursor_parse(cursor, &after_ts, after_id)) {
+        aos_db_seterr(err, errlen, "malformed cursor");
+        return AOS_DB_CONSTRAINT;
+    }
+    if (!aos_store_id_norm(tenant_id, tid))
+        return AOS_DB_OK; /* no such tenant: an empty list */
+    /* One row more than the page tells whether another page follows. */
+    if (first) {
+        struct aos_db_param p[] = {AOS_DB_P_TEXT(tid), AOS_DB_P_INT(limit + 1)};
+        rc = aos_store_exec(tx, SQL_AGENT_LIST_FIRST, p, NPARAMS(p), &res, err, errlen);
+    } else {
+        struct aos_db_param p[] = {AOS_DB_P_TEXT(tid), AOS_DB_P_INT(after_ts), AOS_DB_P_TEXT(after_id),
+                                   AOS_DB_P_INT(limit + 1)};
+        rc = aos_store_exec(tx, SQL_AGENT_LIST_AFTER, p, NPARAMS(p), &res, err, errlen);
+    }
+    if (rc != AOS_DB_OK)
+        goto out;
+    rows = aos_db_result_rows(res);
+    take = rows > limit ? limit : rows;
+    if (take == 0)
+        goto out;
+    list = calloc(take, sizeof(*list));
+    if (list == NULL) {
+        rc = oom(err, errlen);
+        goto out;
+    }
+    for (i = 0; i < take; i++) {
+        rc = agent_from_row(res, i, &list[i], err, errlen);
+        if (rc != AOS_DB_OK)
+            goto out;
+    }
+    if (rows > limit)
+        snprintf(next_cursor, AOS_CURSOR_LEN, "%" PRId64 ".%s", list[take - 1].created_at, list[take - 1].id);
+    *out = list;
+    *n = take;
+    list = NULL;
+out:
+    aos_agents_free(list, take);
+    aos_db_result_free(res);
+    return rc;
+}
+
+int aos_store_agent_update(struct aos_store_tx *tx, const char *tenant_id, const char *agent_id,
+                           const struct aos_agent_spec *spec, char *err, size_t errlen)
+{
+    char tid[AOS_ID_LEN], aid[AOS_ID_LEN];
+    int rc;
+
+    if (!aos_store_id_norm(tenant_id, tid) || !aos_store_id_norm(agent_id, aid))
+        return not_found(err, errlen, "agent");
+    if ((rc = agent_spec_check(spec, err, errlen)) != AOS_DB_OK)
+        return rc;
+    struct aos_db_param p[] = {AOS_DB_P_TEXT(tid),
+                               AOS_DB_P_TEXT(aid),
+                               AOS_DB_P_TEXT(spec->name),
+                               AOS_DB_P_TEXT(spec->plugin),
+                               AOS_DB_P_TEXT(spec->config != NULL ? spec->config : "{}"),
+                               AOS_DB_P_TEXT(spec->autonomy),
+                               AOS_DB_P_TEXT(spec->approval_policy != NULL ? spec->approval_policy : "{}"),
+                               budget_param(spec->budget_tokens_day),
+                               budget_param(spec->budget_tokens_month),
+                               budget_param(spec->budget_micro_usd_day),
+                               budget_param(spec->budget_micro_usd_month),
+                               AOS_DB_P_INT(aos_store_now_ms())};
+    rc = exec_one(tx, SQL_AGENT_UPDATE, p, NPARAMS(p), "agent", err, errlen);
+    if (rc == AOS_DB_CONSTRAINT)
+        aos_db_seterr(err, errlen, "an agent with this name exists in the tenant");
+    return rc;
+}
+
+int aos_store_agent_delete(struct aos_store_tx *tx, const char *tenant_id, const char *agent_id, char *err,
+                           size_t errlen)
+{
+    char tid[AOS_ID_LEN], aid[AOS_ID_LEN];
+
+    if (!aos_store_id_norm(tenant_id, tid) || !aos_store_id_norm(agent_id, aid))
+        return not_found(err, errlen, "agent");
+    struct aos_db_param p[] = {AOS_DB_P_TEXT(tid), AOS_DB_P_TEXT(aid), AOS_DB_P_INT(aos_store_now_ms())};
+    return exec_one(tx, SQL_AGENT_DELETE, p, NPARAMS(p), "agent", err, errlen);
+}

@@ -277,4 +277,78 @@ int aos_store_journal_list(struct aos_store_tx *tx, const char *tenant_id, const
 int aos_store_journal_prune(struct aos_store_tx *tx, int64_t older_than_ms, size_t limit, size_t *deleted,
                             char *err, size_t errlen);
 
+/* ---------------------------------------------------------------- agents */
+
+/* An agent: a tenant's configured instance of an agent plugin.  Deleting
+ * one is soft (deleted_at is set: runs keep referring to it); a deleted
+ * agent is NOT_FOUND to every operation here and its name is free again. */
+#define AOS_AGENT_NAME_MAX 100 /* code points */
+
+struct aos_agent {
+    char id[AOS_ID_LEN];
+    char tenant_id[AOS_ID_LEN];
+    char *name;
+    char *plugin;
+    char *config;          /* JSON object text; compare by value (PostgreSQL re-formats) */
+    char *autonomy;        /* "observe" | "supervised" | "autonomous"; NULL: the tenant's mode */
+    char *approval_policy; /* JSON object text, "{}" when none */
+    /* Budgets of the agent's own; -1 = none (the tenant's still apply). */
+    int64_t budget_tokens_day;
+    int64_t budget_tokens_month;
+    int64_t budget_micro_usd_day;
+    int64_t budget_micro_usd_month;
+    char *created_by; /* principal that created it; NULL if unknown */
+    int64_t created_at;
+    int64_t updated_at;
+};
+void aos_agent_clear(struct aos_agent *a);
+void aos_agents_free(struct aos_agent *a, size_t n);
+
+/* What create and update write.  The caller checks that the plugin exists,
+ * is an agent plugin, is allowed for the tenant and accepts the config;
+ * the store checks only the shapes below (CONSTRAINT otherwise). */
+struct aos_agent_spec {
+    const char *name;            /* 1..AOS_AGENT_NAME_MAX code points of valid UTF-8 */
+    const char *plugin;          /* non-empty */
+    const char *config;          /* a JSON object; NULL = "{}" */
+    const char *autonomy;        /* NULL or one of the three modes */
+    const char *approval_policy; /* a JSON object; NULL = "{}" */
+    int64_t budget_tokens_day;   /* each >= 0, or -1 = none */
+    int64_t budget_tokens_month;
+    int64_t budget_micro_usd_day;
+    int64_t budget_micro_usd_month;
+    const char *created_by; /* create only; NULL = unknown */
+};
+/* A spec with every budget "none" and everything else NULL. */
+void aos_agent_spec_init(struct aos_agent_spec *spec);
+/* Whether s is NULL-free valid JSON text of an object. */
+bool aos_store_json_object_valid(const char *s);
+
+/* Creates an agent; id_out receives its id.  CONSTRAINT: a live agent of
+ * the tenant has this name, a malformed field, or no such tenant. */
+int aos_store_agent_create(struct aos_store_tx *tx, const char *tenant_id, const struct aos_agent_spec *spec,
+                           char id_out[AOS_ID_LEN], char *err, size_t errlen);
+/* A live (not deleted) agent of the tenant, by id or by exact name. */
+int aos_store_agent_get(struct aos_store_tx *tx, const char *tenant_id, const char *agent_id,
+                        struct aos_agent *out, char *err, size_t errlen);
+int aos_store_agent_get_by_name(struct aos_store_tx *tx, const char *tenant_id, const char *name,
+                                struct aos_agent *out, char *err, size_t errlen);
+/* One page of the tenant's live agents, OLDEST first (created_at, then
+ * id).  cursor: NULL or "" for the first page, else the previous page's
+ * next_cursor ("<created_at>.<id>", keyset: stable while agents are added
+ * or deleted).  limit 1..1000.  next_cursor gets "" on the last page.
+ * CONSTRAINT for a malformed cursor or limit.  *out is malloc'd (NULL when
+ * *n == 0): aos_agents_free. */
+int aos_store_agent_list(struct aos_store_tx *tx, const char *tenant_id, const char *cursor, size_t limit,
+                         struct aos_agent **out, size_t *n, char next_cursor[AOS_CURSOR_LEN], char *err,
+                         size_t errlen);
+/* Replaces every field of a live agent but created_by/created_at with
+ * spec's (spec->created_by is ignored); updated_at is now.  NOT_FOUND: no
+ * such live agent in the tenant.  CONSTRAINT as for create. */
+int aos_store_agent_update(struct aos_store_tx *tx, const char *tenant_id, const char *agent_id,
+                           const struct aos_agent_spec *spec, char *err, size_t errlen);
+/* Soft-deletes a live agent.  NOT_FOUND if absent or already deleted. */
+int aos_store_agent_delete(struct aos_store_tx *tx, const char *tenant_id, const char *agent_id, char *err,
+                           size_t errlen);
+
 #endif

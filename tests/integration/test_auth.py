@@ -144,6 +144,11 @@ ROUTES = [
     ("GET", "/api/v1/journal", "admin", None),
     ("POST", "/api/v1/pii/analyze", "user", {"text": "mail me at a@example.com"}),
     ("POST", "/api/v1/pii/anonymize", "user", {"text": "mail me at a@example.com"}),
+    ("GET", "/api/v1/agents", "user", None),
+    ("POST", "/api/v1/agents", "admin", {"name": "matrix", "plugin": "agent-echo", "config": {}}),
+    ("GET", "/api/v1/agents/{acme_agent_id}", "user", None),
+    ("PUT", "/api/v1/agents/{acme_agent_id}", "admin", {"name": "matrix-2", "plugin": "agent-echo", "config": {}}),
+    ("DELETE", "/api/v1/agents/{acme_agent_id}", "admin", None),
 ]
 RANK = {"user": 1, "approver": 2, "admin": 3}
 
@@ -155,6 +160,8 @@ def test_matrix(t, d, w):
     acme_key_id = r.json()["id"]
     revoked = d.request("POST", "/api/v1/auth/api-keys", body={"role": "admin"}, headers=w.bearer("acme", "admin")).json()
     d.request("DELETE", "/api/v1/auth/api-keys/" + revoked["id"], headers=w.bearer("acme", "admin"))
+    acme_agent_id = d.request("POST", "/api/v1/agents", body={"name": "victim", "plugin": "agent-echo"},
+                              headers=w.bearer("acme", "admin")).json()["id"]
     attacks = {
         "no credentials": ({}, 401),
         "expired token": ({"Authorization": "Bearer " + mint(key, claims_for(TENANT_ID, exp_delta=-3600))}, 401),
@@ -171,12 +178,12 @@ def test_matrix(t, d, w):
         "wrong scheme": ({"Authorization": "Basic dXNlcjpwYXNz"}, 401),
     }
     for method, path, need, body in ROUTES:
-        p = path.replace("{acme_key_id}", acme_key_id)
+        p = path.replace("{acme_key_id}", acme_key_id).replace("{acme_agent_id}", acme_agent_id)
         for name, (headers, status) in attacks.items():
             r = d.request(method, p, body=body, headers=headers)
             t.eq(r.status, status, "%s %s with %s -> %d" % (method, path, name, status), r.body[:200])
             text = r.body.decode("utf-8", "replace")
-            t.ok(TENANT_ID not in text and acme_key_id not in text,
+            t.ok(TENANT_ID not in text and acme_key_id not in text and acme_agent_id not in text,
                  "%s %s with %s leaks no tenant data" % (method, path, name))
         # Insufficient role, by token and by API key.
         for role in ROLES:
