@@ -688,47 +688,6 @@ out:
     job_free(j);
 }
 
-/* Finds name=value in the raw query; the values accepted here (digits,
- * '.', hex and '-') need no percent-decoding (an encoded one is
- * malformed).  Returns 1 found, 0 absent, -1 too long or repeated. */
-static int query_get(const char *q, const char *name, char *out, size_t size)
-{
-    size_t nlen = strlen(name);
-    int found = 0;
-
-    while (q != NULL && *q != '\0') {
-        const char *end = strchr(q, '&');
-        size_t len = end != NULL ? (size_t)(end - q) : strlen(q);
-
-        if (len > nlen && strncmp(q, name, nlen) == 0 && q[nlen] == '=') {
-            size_t vlen = len - nlen - 1;
-
-            if (found || vlen >= size)
-                return -1;
-            memcpy(out, q + nlen + 1, vlen);
-            out[vlen] = '\0';
-            found = 1;
-        }
-        q = end != NULL ? end + 1 : NULL;
-    }
-    return found;
-}
-
-static bool parse_limit(const char *s, size_t *out)
-{
-    char *end;
-    long v;
-
-    if (s[0] < '0' || s[0] > '9')
-        return false;
-    errno = 0;
-    v = strtol(s, &end, 10);
-    if (errno != 0 || *end != '\0' || v < 1 || v > LIMIT_MAX)
-        return false;
-    *out = (size_t)v;
-    return true;
-}
-
 static void handle_list(struct aos_http_request *req, void *ctx)
 {
     struct agent_job *j;
@@ -740,13 +699,13 @@ static void handle_list(struct aos_http_request *req, void *ctx)
     if (j == NULL)
         return;
     j->limit = LIMIT_DEFAULT;
-    r = query_get(req->query, "limit", limit, sizeof limit);
-    if (r < 0 || (r == 1 && !parse_limit(limit, &j->limit))) {
+    r = aos_api_query_get(req->query, "limit", limit, sizeof limit);
+    if (r < 0 || (r == 1 && !aos_api_parse_limit(limit, LIMIT_MAX, &j->limit))) {
         aos_http_respond_error(req, 400, "invalid_query", "limit must be an integer from 1 to %d", LIMIT_MAX);
         job_free(j);
         return;
     }
-    if (query_get(req->query, "cursor", j->cursor, sizeof j->cursor) < 0) {
+    if (aos_api_query_get(req->query, "cursor", j->cursor, sizeof j->cursor) < 0) {
         aos_http_respond_error(req, 400, "invalid_query", "malformed cursor");
         job_free(j);
         return;

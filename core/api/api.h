@@ -68,6 +68,14 @@ void aos_api_store_error(struct aos_http_request *req, int status, const char *d
 /* AOS_TESTING=1 only: POST /api/v1/testing/echo (see aosd(8)). */
 int aos_api_testing_register(struct aos_router *router, struct aos_app *app, char *err, size_t errlen);
 
+/* Finds name=value in a raw query string.  Meant for values that need no
+ * percent-decoding (limits, cursors: digits, '.', hex, '-'); an encoded
+ * one simply fails the caller's validation.  Returns 1 found (copied into
+ * out), 0 absent, -1 too long for out or repeated. */
+int aos_api_query_get(const char *query, const char *name, char *out, size_t size);
+/* A page size: decimal 1..max, nothing else. */
+bool aos_api_parse_limit(const char *s, size_t max, size_t *out);
+
 /* The auth guard (see guard.c): installed with aos_http_server_set_guard. */
 void aos_api_guard(struct aos_http_request *req);
 /* True for a canonical 36-character UUID (any case). */
