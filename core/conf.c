@@ -1400,7 +1400,39 @@ static const struct conf_item governance_items[] = {
     I_GROUP("retention", 0, &retention_group),
 };
 
+#define S struct aos_conf_engine
+static const struct conf_item engine_items[] = {
+    I_INT("workers", S, workers, 4, 0, 1024),
+    I_DUR("lease", S, lease, 30, 3600),
+    I_DUR("poll", S, poll, 0.2, 60),
+    I_INT("max_attempts", S, max_attempts, 5, 1, 1000),
+    I_DUR("retry_base", S, retry_base, 0.2, 3600),
+    I_DUR("retry_max", S, retry_max, 60, 86400),
+    I_DUR("step_timeout", S, step_timeout, 300, 86400),
+    I_DBL("approval_ttl", S, approval_ttl, 86400, 31536000, 0),
+    I_BOOL("four_eyes", S, four_eyes, 1),
+    I_INT64("step_reserve_tokens", S, step_reserve_tokens, 1000, 0, INT64_MAX),
+    I_INT64("step_reserve_micro_usd", S, step_reserve_micro_usd, 10000, 0, INT64_MAX),
+    I_INT("checkpoint_batch", S, checkpoint_batch, 64, 1, 4096),
+    I_DUR("checkpoint_window", S, checkpoint_window, 0.001, 1),
+};
+#undef S
+
+#define S struct aos_conf_events
+static const struct conf_item events_items[] = {
+    I_DUR("poll", S, poll, 0.25, 60),
+    I_INT("ring", S, ring, 8192, 16, 10000000),
+    I_DUR("heartbeat", S, heartbeat, 15, 3600),
+    I_DUR("retry", S, retry, 3, 3600),
+    I_INT("max_subscribers", S, max_subscribers, 20000, 0, 10000000),
+    I_INT64("client_buffer", S, client_buffer, 262144, 4096, 1073741824),
+    I_INT("stream_token_ttl", S, stream_token_ttl, 300, 10, 86400),
+};
+#undef S
+
 static const struct conf_group server_group = {GROUP_OF(server_items)};
+static const struct conf_group engine_group = {GROUP_OF(engine_items)};
+static const struct conf_group events_group = {GROUP_OF(events_items)};
 static const struct conf_group log_group = {GROUP_OF(log_items)};
 static const struct conf_group store_group = {GROUP_OF(store_items)};
 static const struct conf_group redis_group = {GROUP_OF(redis_items)};
@@ -1431,6 +1463,8 @@ static const struct conf_item root_items[] = {
     I_GROUPLIST("tenants", S, tenants, ntenants, &tenant_group, F_CONCAT),
     I_GROUP("chaos", offsetof(S, chaos), &chaos_group),
     I_GROUP("governance", offsetof(S, governance), &governance_group),
+    I_GROUP("engine", offsetof(S, engine), &engine_group),
+    I_GROUP("events", offsetof(S, events), &events_group),
 };
 #undef S
 static const struct conf_group root_group = {GROUP_OF(root_items)};

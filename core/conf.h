@@ -162,6 +162,34 @@ struct aos_conf_chaos {
     size_t nrules;
 };
 
+/* engine: the run executor (core/orch).  Defaults in conf.c. */
+struct aos_conf_engine {
+    int workers;               /* threads executing steps; 0 = no worker role; default 4 */
+    double lease;              /* s a claimed run stays owned without a checkpoint; default 30 */
+    double poll;               /* s between queue polls when idle; default 0.2 */
+    int max_attempts;          /* tries of one step before the run fails; default 5 */
+    double retry_base;         /* s, first retry delay (doubles, with jitter); default 0.2 */
+    double retry_max;          /* s, cap of the retry delay; default 60 */
+    double step_timeout;       /* s a step may take before its attempt counts as failed; default 300 */
+    double approval_ttl;       /* s before a pending approval expires (rejected); 0 = never; default 86400 */
+    bool four_eyes;            /* the user who started a run may not approve it; default true */
+    int64_t step_reserve_tokens;    /* budget reserved before a step when the agent declares none; default 1000 */
+    int64_t step_reserve_micro_usd; /* likewise in micro-USD; default 10000 */
+    int checkpoint_batch;      /* most checkpoints per group commit; default 64 */
+    double checkpoint_window;  /* s the group committer waits to fill a batch; default 0.001 */
+};
+
+/* events: the event log's live fan-out (core/events).  Defaults in conf.c. */
+struct aos_conf_events {
+    double poll;               /* s between polls of the store for new events; default 0.25 */
+    int ring;                  /* recent events kept in memory for resuming streams; default 8192 */
+    double heartbeat;          /* s between SSE heartbeat comments; default 15 */
+    double retry;              /* s, the SSE retry: hint to clients; default 3 */
+    int max_subscribers;       /* SSE streams per node; default 20000 */
+    int64_t client_buffer;     /* bytes queued for one slow SSE client before it is cut off; default 262144 */
+    int stream_token_ttl;      /* s a stream token is valid; default 300 */
+};
+
 struct aos_conf_governance {
     /* Retention in days; 0 = keep forever.  Defaults in conf.c. */
     int journal_days;          /* default 90 */
@@ -183,6 +211,8 @@ struct aos_conf {
     size_t ntenants;
     struct aos_conf_chaos chaos;
     struct aos_conf_governance governance;
+    struct aos_conf_engine engine;
+    struct aos_conf_events events;
 
     /* private: libconfig trees kept alive for plugin blocks (one per file, never reallocated) */
     config_t *trees;

@@ -27,6 +27,10 @@
  *                    aos_apikey_record, enum aos_lookup_result.
  *   1.2  2026-11-25  PII redaction: host function pii_redact() appended to
  *                    struct aos_host.
+ *   1.3  2026-11-25  The agent's own configuration reaches its steps:
+ *                    config/config_len, agent_id and agent_name appended to
+ *                    struct aos_step_input (check input->size before use:
+ *                    AOS_STEP_INPUT_HAS).
  *
  * Threads
  * -------
@@ -91,7 +95,7 @@ extern "C" {
 #endif
 
 #define AOS_ABI_MAJOR 1
-#define AOS_ABI_MINOR 2
+#define AOS_ABI_MINOR 3
 
 /* "AOSP" in ASCII, first word of every descriptor. */
 #define AOS_PLUGIN_MAGIC 0x414F5350u
@@ -298,7 +302,19 @@ struct aos_step_input {
      * "comment":...}.  NULL otherwise. */
     const char *decision;
     size_t decision_len;
+    /* ABI 1.3: the agent's JSON config object as stored by the API
+     * (validated by validate_config when it was written), its id and
+     * name (NUL-terminated).  config is "{}" when the agent has none. */
+    const char *config;
+    size_t config_len;
+    const char *agent_id;
+    const char *agent_name;
 };
+
+/* Whether the host filled member m of struct aos_step_input: a plugin
+ * built for a newer minor may run on an older host. */
+#define AOS_STEP_INPUT_HAS(in, m) \
+    ((in)->size >= offsetof(struct aos_step_input, m) + sizeof((in)->m))
 
 /* Result of one step, zero-filled by the host before the call. */
 struct aos_step_result {

@@ -499,7 +499,7 @@ static void test_refuse_wrong_major(void **state)
 {
     (void)state;
     expect_refused("bad-major", NULL,
-                   "plugin built for ABI 2.0, host provides ABI 1.2: rebuild the plugin against "
+                   "plugin built for ABI 2.0, host provides ABI 1.3: rebuild the plugin against "
                    "aos-sdk 1.x");
 }
 
@@ -507,14 +507,14 @@ static void test_refuse_newer_minor(void **state)
 {
     (void)state;
     expect_refused("newer-minor", NULL,
-                   "plugin built for ABI 1.3, host provides ABI 1.2: upgrade aosd to a version "
-                   "providing ABI 1.3 or later, or rebuild the plugin against aos-sdk 1.2");
+                   "plugin built for ABI 1.4, host provides ABI 1.3: upgrade aosd to a version "
+                   "providing ABI 1.4 or later, or rebuild the plugin against aos-sdk 1.3");
 }
 
 static void test_refuse_small_descriptor(void **state)
 {
     (void)state;
-    char *reason = xformat("descriptor is 24 bytes, ABI 1.2 defines %zu: declare it as a struct "
+    char *reason = xformat("descriptor is 24 bytes, ABI 1.3 defines %zu: declare it as a struct "
                            "aos_plugin starting with AOS_PLUGIN_HEADER and rebuild against "
                            "aos-sdk 1.x",
                            sizeof(struct aos_plugin));
@@ -688,7 +688,7 @@ static void test_refusal_without_enable_location(void **state)
     f.conf.plugins.enable_file = NULL;
     assert_null(fx_load(&f, NULL));
     char *want = xformat("%s/bad-major.so (enabled in plugins.enable): plugin built for ABI "
-                         "2.0, host provides ABI 1.2: rebuild the plugin against aos-sdk 1.x",
+                         "2.0, host provides ABI 1.3: rebuild the plugin against aos-sdk 1.x",
                          f.dir);
     assert_int_equal(f.errs.n, 1);
     assert_string_equal(f.errs.lines[0], want);
@@ -724,7 +724,7 @@ static void test_loader_logs(void **state)
     char *log = slurp(logpath);
     assert_non_null(strstr(log, "level=error msg=\"plugin refused\" error=\""));
     assert_non_null(strstr(log, "/bad-major.so (enabled at test.conf:7): plugin built for ABI "
-                                "2.0, host provides ABI 1.2: rebuild the plugin against "
+                                "2.0, host provides ABI 1.3: rebuild the plugin against "
                                 "aos-sdk 1.x\""));
     /* The plugin's own log line, attributed to it. */
     assert_non_null(strstr(log, "level=info msg=\"good-agent a ready\" src=good-agent"));

@@ -1,0 +1,8 @@
+-- 0002_engine (PostgreSQL), down.
+DROP INDEX runs_finished;
+ALTER TABLE agents DROP COLUMN step_reserve_micro_usd;
+ALTER TABLE agents DROP COLUMN step_reserve_tokens;
+ALTER TABLE runs DROP COLUMN reserved_micro_usd;
+ALTER TABLE runs DROP COLUMN reserved_tokens;
+ALTER TABLE runs DROP COLUMN reserved_day;
+ALTER TABLE runs DROP COLUMN stage;
