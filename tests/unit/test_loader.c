@@ -526,7 +526,7 @@ static void test_refuse_bad_kind(void **state)
 {
     (void)state;
     expect_refused("bad-kind", NULL,
-                   "unknown plugin kind 7 (ABI 1.2 knows 1 = agent, 2 = connector, 3 = auth): "
+                   "unknown plugin kind 7 (ABI 1.3 knows 1 = agent, 2 = connector, 3 = auth): "
                    "set .kind to one of AOS_PLUGIN_AGENT, AOS_PLUGIN_CONNECTOR, AOS_PLUGIN_AUTH");
 }
 
@@ -534,7 +534,7 @@ static void test_refuse_nonzero_reserved(void **state)
 {
     (void)state;
     expect_refused("bad-reserved", NULL,
-                   "reserved descriptor slot 3 is not zero (ABI 1.2 gives it no meaning): leave "
+                   "reserved descriptor slot 3 is not zero (ABI 1.3 gives it no meaning): leave "
                    ".reserved unset (designated initialisers zero it) and rebuild");
 }
 
@@ -603,7 +603,7 @@ static void test_refuse_short_ops(void **state)
 {
     (void)state;
     expect_refused("short-ops", NULL,
-                   "agent ops table declares 4 bytes, ABI 1.2 needs at least 16 (through "
+                   "agent ops table declares 4 bytes, ABI 1.3 needs at least 16 (through "
                    "step()): set .size = sizeof(struct aos_agent_ops) and rebuild");
 }
 
@@ -667,7 +667,7 @@ static void test_refusals_all_reported_before_init(void **state)
     assert_null(fx_load(&f, NULL));
     assert_int_equal(f.errs.n, 2);
     assert_non_null(strstr(f.errs.lines[0], "/bad-major.so (enabled at test.conf:7): plugin "
-                                            "built for ABI 2.0, host provides ABI 1.2"));
+                                            "built for ABI 2.0, host provides ABI 1.3"));
     assert_non_null(strstr(f.errs.lines[1], "/bad-magic.so (enabled at test.conf:7): bad "
                                             "descriptor magic"));
     char *t = slurp(trace);
@@ -729,7 +729,7 @@ static void test_loader_logs(void **state)
     /* The plugin's own log line, attributed to it. */
     assert_non_null(strstr(log, "level=info msg=\"good-agent a ready\" src=good-agent"));
     char *loaded = xformat("level=info msg=\"plugin loaded\" name=good-agent kind=agent "
-                           "version=2.3.4 abi=1.2 file=%s/good-agent.so",
+                           "version=2.3.4 abi=1.3 file=%s/good-agent.so",
                            f.dir);
     assert_non_null(strstr(log, loaded));
     free(loaded);
@@ -1294,7 +1294,7 @@ static void test_with_conf_load(void **state)
     assert_string_equal(errs.lines[0], want);
     free(want);
     want = xformat("%s/bad-major.so (enabled at %s:4): plugin built for ABI 2.0, host provides "
-                   "ABI 1.2: rebuild the plugin against aos-sdk 1.x",
+                   "ABI 1.3: rebuild the plugin against aos-sdk 1.x",
                    libs, path);
     assert_string_equal(errs.lines[1], want);
     free(want);
