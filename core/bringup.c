@@ -1,6 +1,7 @@
 #include "config.h"
 
 #include "bringup.h"
+#include "orch/engine.h"
 
 #include "api/api.h"
 #include "conf.h"
@@ -143,6 +144,7 @@ static void job_done(void *arg)
         b->last_error[0] = '\0';
         aos_app_set_unready(b->app, AOS_UNREADY_STORE, false, NULL);
         aos_app_set_unready(b->app, AOS_UNREADY_STARTING, false, NULL);
+        aos_engine_set_enabled(b->app->engine, true);
         aos_info("store ready", "driver", aos_store_driver_name(b->app->store), NULL);
     } else if (j->fatal) {
         aos_app_set_unready(b->app, AOS_UNREADY_STORE, true, j->err);

@@ -10,7 +10,9 @@
 #include "api/api.h"
 #include "auth/password.h"
 #include "bringup.h"
+#include "orch/engine.h"
 #include "conf.h"
+#include "events/events.h"
 #include "gateway/idempotency.h"
 #include "gateway/journal.h"
 #include "gateway/ratelimit.h"
@@ -22,6 +24,7 @@
 #include "pii/pii.h"
 #include "plugin.h"
 #include "runtime.h"
+#include "store/events.h"
 #include "store/migrate.h"
 #include "store/store.h"
 #include "threadpool.h"
@@ -50,6 +53,7 @@ struct daemon {
     struct aos_router *router;
     struct aos_http_server *server;
     struct aos_bringup *bringup;
+    double drain_seconds;
     struct event *drain_timer;
     struct event *housekeeping_timer;
     struct timespec drain_deadline;
@@ -282,6 +286,7 @@ static void reload(struct daemon *d)
     aos_http_limits_from_conf(&limits, now);
     aos_http_server_set_limits(d->server, &limits);
     aos_journal_set_retention(d->app.journal, rt->conf->governance.journal_days);
+    aos_events_set_conf(d->app.events, &rt->conf->events);
     if (aos_ratelimit_set_limits(d->app.ratelimit, &rt->conf->limits, rt->conf->tenants, rt->conf->ntenants) != 0)
         aos_err("rate limits not reloaded: keeping the previous ones", NULL);
     if (strcmp(old_policy, rt->conf->limits.policy) != 0)
@@ -344,6 +349,10 @@ static void begin_drain(struct daemon *d, const char *why)
         d->drain_deadline.tv_nsec -= 1000000000L;
     }
     aos_http_server_begin_drain(d->server);
+    /* Streams never end by themselves: close them (clients reconnect to
+     * another node and resume with Last-Event-ID). */
+    aos_events_drain(d->app.events);
+    aos_engine_drain(d->app.engine);
     on_drain_tick(-1, 0, d);
 }
 
@@ -389,6 +398,40 @@ static void idempotency_prune_work(void *arg)
     } while (deleted == IDEMPOTENCY_PRUNE_CHUNK);
 }
 
+/* Event retention (governance.retention.events_days; 0 keeps them). */
+#define EVENTS_PRUNE_CHUNK 1000
+
+static int events_prune_tx(struct aos_store_tx *tx, void *arg, char *err, size_t errlen)
+{
+    size_t *deleted = arg;
+    struct aos_runtime *rt = aos_runtime_acquire();
+    int days = rt != NULL ? rt->conf->governance.events_days : 0;
+
+    aos_runtime_release(rt);
+    *deleted = 0;
+    if (days <= 0)
+        return AOS_DB_OK;
+    return aos_store_events_prune(tx, aos_store_now_ms() - (int64_t)days * 86400 * 1000, EVENTS_PRUNE_CHUNK,
+                                  deleted, err, errlen);
+}
+
+static void events_prune_work(void *arg)
+{
+    struct aos_store *store = arg;
+    char err[256], n[24];
+    size_t deleted = 0;
+
+    do {
+        if (aos_store_transact(store, true, events_prune_tx, &deleted, err, sizeof err) != AOS_DB_OK) {
+            aos_debug("event retention skipped", "error", err, NULL);
+            return;
+        }
+        snprintf(n, sizeof n, "%zu", deleted);
+        if (deleted > 0)
+            aos_debug("expired events deleted", "count", n, NULL);
+    } while (deleted == EVENTS_PRUNE_CHUNK);
+}
+
 static void on_housekeeping(evutil_socket_t fd, short what, void *arg)
 {
     struct daemon *d = arg;
@@ -396,6 +439,8 @@ static void on_housekeeping(evutil_socket_t fd, short what, void *arg)
     (void)what;
     if (!d->draining)
         aos_pool_submit(d->app.pool, idempotency_prune_work, NULL, NULL, d->app.store);
+    if (!d->draining)
+        aos_pool_submit(d->app.pool, events_prune_work, NULL, NULL, d->app.store);
 }
 
 static bool testing_mode(void)
@@ -422,7 +467,12 @@ static int serve(struct daemon *d, struct aos_runtime *rt)
     if (aos_api_ops_register(d->router, &d->app, err, sizeof err) != 0 ||
         aos_api_auth_register(d->router, &d->app, err, sizeof err) != 0 ||
         aos_api_agents_register(d->router, &d->app, err, sizeof err) != 0 ||
+        aos_api_runs_register(d->router, &d->app, err, sizeof err) != 0 ||
+        aos_api_approvals_register(d->router, &d->app, err, sizeof err) != 0 ||
+        aos_api_workflows_register(d->router, &d->app, err, sizeof err) != 0 ||
+        aos_api_dashboard_register(d->router, &d->app, err, sizeof err) != 0 ||
         aos_api_journal_register(d->router, &d->app, err, sizeof err) != 0 ||
+        aos_api_events_register(d->router, &d->app, err, sizeof err) != 0 ||
         aos_api_pii_register(d->router, &d->app, err, sizeof err) != 0 ||
         (testing_mode() && aos_api_testing_register(d->router, &d->app, err, sizeof err) != 0)) {
         aos_err("cannot register routes", "error", err, NULL);
@@ -459,6 +509,13 @@ static int serve(struct daemon *d, struct aos_runtime *rt)
         aos_err("out of memory at start-up", NULL);
         goto out;
     }
+    /* The event hub: a thread of its own reads new events from the store
+     * and feeds the SSE streams; Redis (if configured) wakes it early. */
+    d->app.events = aos_events_new(d->app.store, d->app.pool, &rt->conf->events, &rt->conf->redis, err, sizeof err);
+    if (d->app.events == NULL) {
+        aos_err("cannot create the event hub", "error", err, NULL);
+        goto out;
+    }
     d->bringup = aos_bringup_new(d->main_loop, &d->app, on_store_fatal, d);
     d->server = aos_http_server_new(sc, d->router, d->app.metrics, &d->app);
     d->app.server = d->server;
@@ -475,6 +532,12 @@ static int serve(struct daemon *d, struct aos_runtime *rt)
             aos_err("cannot set up the rate limiter", NULL);
             goto out;
         }
+    /* SSE streams live on the HTTP loop that accepted them. */
+    for (int i = 0; i < aos_http_server_loop_count(d->server); i++)
+        if (aos_events_attach_loop(d->app.events, aos_http_server_loop(d->server, i)) != 0) {
+            aos_err("cannot set up the event streams", NULL);
+            goto out;
+        }
     /* Auth backends look users and keys up through the host table. */
     aos_plugin_host_attach_store(d->app.store);
     if (aos_http_server_bind(d->server, err, sizeof err) != 0) {
@@ -483,6 +546,13 @@ static int serve(struct daemon *d, struct aos_runtime *rt)
     }
     if (drop_privileges(sc->user) != 0)
         goto out;
+    struct {
+        struct aos_conf_engine conf;
+        char roles_hint[32];
+    } engine_conf;
+    engine_conf.conf = rt->conf->engine;
+    snprintf(engine_conf.roles_hint, sizeof engine_conf.roles_hint, "%s", sc->roles);
+    d->drain_seconds = sc->drain_timeout;
     /* Everything start-up needed from this generation is copied; let a
      * reload free it. */
     sc = NULL;
@@ -502,6 +572,19 @@ static int serve(struct daemon *d, struct aos_runtime *rt)
         evsignal_add(sig_term, NULL) != 0 || evsignal_add(sig_int, NULL) != 0 || evsignal_add(sig_hup, NULL) != 0)
         goto out;
 
+    /* The engine's workers idle until bring-up enables them (store up,
+     * migrated, tenants synced). */
+    if (strstr(engine_conf.roles_hint, "worker") != NULL && engine_conf.conf.workers > 0) {
+        d->app.engine = aos_engine_start(&engine_conf.conf, d->app.store, d->app.pii, d->app.events, err, sizeof err);
+        if (d->app.engine == NULL) {
+            aos_err("cannot start the engine", "error", err, NULL);
+            goto out;
+        }
+    }
+    if (aos_events_start(d->app.events) != 0) {
+        aos_err("cannot start the event hub", NULL);
+        goto out;
+    }
     if (aos_http_server_start(d->server) != 0) {
         aos_err("cannot start the HTTP loops", NULL);
         goto out;
@@ -517,8 +600,14 @@ static int serve(struct daemon *d, struct aos_runtime *rt)
     aos_loop_run(d->main_loop);
     rc = d->exit_code;
 out:
+    /* Steps in flight finish and checkpoint (the store is still there);
+     * runs go back to the queue. */
+    aos_engine_stop(d->app.engine, d->drain_seconds);
+    d->app.engine = NULL;
     if (d->server != NULL)
         aos_http_server_stop(d->server);
+    /* No stream is written any more; the hub's thread stops too. */
+    aos_events_stop(d->app.events);
     /* The pool may still post completions: loops must outlive it, and the
      * main loop's last completions run by hand. */
     aos_pool_free(d->app.pool);
@@ -529,6 +618,10 @@ out:
     atomic_store(&d->app.stopped, true);
     aos_ratelimit_free(d->app.ratelimit);
     aos_bringup_free(d->bringup);
+    /* After the HTTP loops stopped, before they are freed: the streams
+     * are theirs. */
+    aos_events_free(d->app.events);
+    d->app.events = NULL;
     aos_http_server_free(d->server);
     /* After the loops (no more entries), before the store: flushes all. */
     aos_journal_free(d->app.journal);

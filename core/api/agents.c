@@ -16,7 +16,10 @@
  *    "autonomy": "observe"|"supervised"|"autonomous"|null (the tenant's),
  *    "approval_policy": {...},
  *    "budget": {"tokens_day", "tokens_month", "micro_usd_day",
- *               "micro_usd_month": integer >= 0 or null (none)}}
+ *               "micro_usd_month": integer >= 0 or null (none),
+ *               "step_tokens", "step_micro_usd": the most one step may
+ *               spend, reserved before it runs; integer >= 0 or null
+ *               (the engine's default, engine.step_reserve_*)}}
  * Read-only fields of a response (id, created_at, ...) are ignored in a
  * body, so a client may PUT back what it GOT; any other unknown field is
  * 422, so that a typo is not silently dropped.
@@ -156,6 +159,8 @@ static struct json_object *agent_json(const struct aos_agent *a, const char *req
     json_object_object_add(b, "tokens_month", budget_value(a->budget_tokens_month));
     json_object_object_add(b, "micro_usd_day", budget_value(a->budget_micro_usd_day));
     json_object_object_add(b, "micro_usd_month", budget_value(a->budget_micro_usd_month));
+    json_object_object_add(b, "step_tokens", budget_value(a->step_reserve_tokens));
+    json_object_object_add(b, "step_micro_usd", budget_value(a->step_reserve_micro_usd));
     json_object_object_add(o, "budget", b);
     json_object_object_add(o, "created_by",
                            a->created_by != NULL ? json_object_new_string(a->created_by) : NULL);
@@ -243,9 +248,10 @@ static bool listed(const char *key, const char *const *list, size_t n)
 
 static int take_budget(struct json_object *body, struct aos_agent_spec *spec, char *err, size_t errlen)
 {
-    static const char *const keys[] = {"tokens_day", "tokens_month", "micro_usd_day", "micro_usd_month"};
-    int64_t *dst[] = {&spec->budget_tokens_day, &spec->budget_tokens_month, &spec->budget_micro_usd_day,
-                      &spec->budget_micro_usd_month};
+    static const char *const keys[] = {"tokens_day",      "tokens_month", "micro_usd_day",
+                                       "micro_usd_month", "step_tokens",  "step_micro_usd"};
+    int64_t *dst[] = {&spec->budget_tokens_day,      &spec->budget_tokens_month, &spec->budget_micro_usd_day,
+                      &spec->budget_micro_usd_month, &spec->step_reserve_tokens, &spec->step_reserve_micro_usd};
     struct json_object *b = NULL;
     int r;
 
@@ -264,7 +270,7 @@ static int take_budget(struct json_object *body, struct aos_agent_spec *spec, ch
         if (!listed(key, keys, sizeof keys / sizeof keys[0])) {
             snprintf(err, errlen,
                      "field 'budget' has an unknown member (known: tokens_day, tokens_month, "
-                     "micro_usd_day, micro_usd_month)");
+                     "micro_usd_day, micro_usd_month, step_tokens, step_micro_usd)");
             return -1;
         }
     }

@@ -21,6 +21,11 @@ struct aos_gate;
 struct aos_ratelimit;
 struct aos_pii;
 struct aos_journal;
+struct aos_engine;
+struct aos_run;
+struct aos_step_row;
+struct json_object;
+struct aos_events;
 
 /* Why the node is not ready; each condition is tracked separately so that
  * e.g. a store outage during a drain reports both. */
@@ -42,6 +47,8 @@ struct aos_app {
     atomic_bool stopped;
     struct aos_pii *pii;         /* PII detectors (core/pii); NULL: /pii answers 503 */
     struct aos_journal *journal; /* API journal writer (gateway/journal.h) */
+    struct aos_events *events;   /* event hub (events/events.h); NULL: no live streams */
+    struct aos_engine *engine;   /* the run executor (core/orch); NULL on an api-only node */
     time_t started;
 
     /* private: readiness, guarded by lock */
@@ -86,6 +93,27 @@ int aos_api_auth_register(struct aos_router *router, struct aos_app *app, char *
 
 /* /api/v1/agents: CRUD of the tenant's agents (see agents.c). */
 int aos_api_agents_register(struct aos_router *router, struct aos_app *app, char *err, size_t errlen);
+
+/* /api/v1/workflows: CRUD of the tenant's workflows (see workflows.c). */
+int aos_api_workflows_register(struct aos_router *router, struct aos_app *app, char *err, size_t errlen);
+
+/* GET /api/v1/aoa/dashboard and /api/v1/orchestration/vitals (see dashboard.c). */
+int aos_api_dashboard_register(struct aos_router *router, struct aos_app *app, char *err, size_t errlen);
+
+/* /api/v1/runs, /api/v1/aoa/run, /api/v1/agents/{id}/runs (see runs.c). */
+int aos_api_runs_register(struct aos_router *router, struct aos_app *app, char *err, size_t errlen);
+/* /api/v1/approvals (see approvals.c). */
+int aos_api_approvals_register(struct aos_router *router, struct aos_app *app, char *err, size_t errlen);
+/* A run as the API shows it; steps only when with_steps. */
+struct json_object *aos_api_run_json(const struct aos_run *r, const struct aos_step_row *steps, size_t nsteps,
+                                     bool with_steps);
+
+/* /api/v1/events (paged list), the SSE streams /api/v1/events/stream and
+ * /api/v1/aoa/events, POST /api/v1/events/stream-token (see events.c). */
+int aos_api_events_register(struct aos_router *router, struct aos_app *app, char *err, size_t errlen);
+/* Route flag: the guard also accepts a stream token (events/token.h) in
+ * ?token= on this route -- and only there, and never an access token. */
+#define AOS_ROUTE_STREAM_TOKEN 0x2u
 
 /* GET /api/v1/journal (tenant admins). */
 int aos_api_journal_register(struct aos_router *router, struct aos_app *app, char *err, size_t errlen);

@@ -3,7 +3,9 @@
  *
  *   request id, limits, timeouts   core/http/server.c (before routing)
  *   API journal                    server observer -> core/gateway/journal.c (after the response)
- *   authentication                 aos_api_guard: JWT on the loop, API keys on the pool
+ *   authentication                 aos_api_guard: JWT on the loop, API keys on the pool;
+ *                                  on SSE routes also a stream token in ?token= (never
+ *                                  an access token in a URL: events/token.h)
  *   tenant                         guard_finish: tenant still configured, X-Tenant-ID must match
  *   role                           guard_finish: the route's declared role
  *   rate limit                     gateway_limit: per client IP and per principal, /api/ only
@@ -15,6 +17,7 @@
  *   sent twice, or both credentials        400 duplicate_header
  *   no credentials                         401 missing_credentials
  *   bad/expired token, unknown/revoked key 401 invalid_credentials
+ *   ?token= plus Authorization/X-API-Key   400 duplicate_header
  *   tenant no longer configured            401 invalid_credentials
  *   X-Tenant-ID not a UUID                 400 invalid_tenant_id
  *   X-Tenant-ID of another tenant          403 tenant_mismatch
@@ -32,6 +35,7 @@
 #include "auth/backends.h"
 #include "auth/jwt.h"
 #include "conf.h"
+#include "events/token.h"
 #include "gateway/idempotency.h"
 #include "gateway/ratelimit.h"
 #include "http/http.h"
@@ -49,6 +53,9 @@
 #include <time.h>
 
 #define JWT_LEEWAY_SECONDS 30
+/* Stream tokens live minutes and are issued and checked by the same
+ * cluster: a small allowance for clock skew between its nodes. */
+#define STREAM_TOKEN_LEEWAY_SECONDS 2
 
 static const char *const route_role_names[] = {"", "user", "approver", "admin"};
 
@@ -399,6 +406,30 @@ static void guard_jwt(struct aos_http_request *req, const char *token, size_t le
     guard_finish(req);
 }
 
+/* A stream token from ?token= (routes flagged AOS_ROUTE_STREAM_TOKEN
+ * only): verified under its own derived key, so an access token is
+ * refused here just as a stream token is refused as a bearer token. */
+static void guard_stream_token(struct aos_http_request *req, const char *token, size_t len)
+{
+    struct aos_runtime *rt = aos_runtime_acquire();
+    struct aos_jwt_claims claims;
+    int r = rt != NULL ? aos_stream_token_verify(&rt->jwt, token, len, (int64_t)time(NULL),
+                                                 STREAM_TOKEN_LEEWAY_SECONDS, &claims)
+                       : AOS_JWT_MALFORMED;
+    aos_runtime_release(rt);
+    if (r != AOS_JWT_OK) {
+        unauthorized(req, "invalid_credentials",
+                     r == AOS_JWT_EXPIRED ? "the stream token has expired" : "invalid stream token");
+        return;
+    }
+    memset(&req->principal, 0, sizeof req->principal);
+    req->principal.size = sizeof req->principal;
+    snprintf(req->principal.tenant_id, sizeof req->principal.tenant_id, "%s", claims.tid);
+    snprintf(req->principal.subject, sizeof req->principal.subject, "%s", claims.sub);
+    snprintf(req->principal.role, sizeof req->principal.role, "%s", claims.role);
+    guard_finish(req);
+}
+
 void aos_api_guard(struct aos_http_request *req)
 {
     const struct aos_route *route = req->match.route;
@@ -419,6 +450,21 @@ void aos_api_guard(struct aos_http_request *req)
     }
     const char *authz = aos_http_header(req, "Authorization");
     const char *apikey = aos_http_header(req, "X-API-Key");
+    if (route->flags & AOS_ROUTE_STREAM_TOKEN) {
+        char token[AOS_JWT_MAX_TOKEN + 1];
+        int t = aos_api_query_get(req->query, "token", token, sizeof token);
+        if (t != 0) {
+            if (t < 0)
+                unauthorized(req, "invalid_credentials", "send one stream token of at most 4096 bytes");
+            else if (authz != NULL || apikey != NULL)
+                aos_http_respond_error(req, 400, "duplicate_header",
+                                       "send either a stream token or Authorization/X-API-Key, not both");
+            else
+                guard_stream_token(req, token, strlen(token));
+            explicit_bzero(token, sizeof token);
+            return;
+        }
+    }
     if (authz != NULL && apikey != NULL) {
         aos_http_respond_error(req, 400, "duplicate_header", "send either Authorization or X-API-Key, not both");
         return;

@@ -104,6 +104,27 @@ int aos_http_defer(struct aos_http_request *req, struct aos_pool *pool, void (*w
 /* True if the client has disconnected (a deferred response will be dropped). */
 bool aos_http_client_gone(const struct aos_http_request *req);
 
+/* Socket takeover, for streams (SSE) that the caller writes itself.
+ *
+ * Answers the request with `status`, the headers added so far,
+ * Content-Type content_type and "Connection: close", without
+ * Content-Length: the body runs until the socket closes.  body[0..len)
+ * (copied; may be empty) follows the headers.  Once all of that has been
+ * written, the connection leaves the HTTP server (no timeouts, no
+ * connection count, no drain) and fn(fd, arg) runs on the request's loop
+ * thread with the socket, non-blocking: fn owns it from then on and must
+ * close it.  If the client leaves, the write times out, or the server
+ * stops first, fn(-1, arg) runs instead (exactly one call either way).
+ *
+ * Only for a GET request with nothing pipelined behind it: returns -1 and
+ * does nothing (the request is still the caller's to answer) for HEAD,
+ * when more bytes have already arrived after the request, or when the
+ * client is gone.  Returns 0 otherwise; the request is then finished, as
+ * after aos_http_respond (metrics and the journal see `status`). */
+typedef void (*aos_http_takeover_fn)(int fd, void *arg);
+int aos_http_takeover(struct aos_http_request *req, int status, const char *content_type, const void *body,
+                      size_t len, aos_http_takeover_fn fn, void *arg);
+
 /* Runs the matched route's handler.  For the auth guard, once it has let
  * the request through (possibly after deferred work). */
 void aos_http_call_handler(struct aos_http_request *req);

@@ -42,6 +42,7 @@ enum conn_state {
     CS_HANDLING, /* handler (or deferred work) owns the request */
     CS_WRITING,  /* response queued, waiting for the socket to take it */
     CS_LINGER,   /* refused mid-request: response sent, discarding input before close */
+    CS_TAKEOVER, /* stream headers queued; the socket leaves the server once they are written */
 };
 
 /* How long a refused client may keep sending before we close for good. */
@@ -96,6 +97,9 @@ struct aos_http_conn {
     bool linger;
     bool read_paused;
     char peer_ip[INET6_ADDRSTRLEN];
+    /* CS_TAKEOVER: who gets the socket (aos_http_takeover) */
+    aos_http_takeover_fn takeover_fn;
+    void *takeover_arg;
 };
 
 struct listen_socket {
@@ -303,9 +307,14 @@ static void conn_free(struct aos_http_conn *c)
         }
     }
     event_free(c->timer);
-    bufferevent_free(c->bev); /* closes the socket */
+    bufferevent_free(c->bev); /* closes the socket (unless a takeover detached it) */
+    aos_http_takeover_fn takeover_fn = c->takeover_fn;
+    void *takeover_arg = c->takeover_arg;
     free(c);
     atomic_fetch_sub(&hl->server->connections, 1);
+    /* A takeover that never completed still owes its caller one call. */
+    if (takeover_fn != NULL)
+        takeover_fn(-1, takeover_arg);
 }
 
 static void conn_parse(struct aos_http_conn *c);
@@ -348,12 +357,31 @@ static void conn_write_done(struct aos_http_conn *c)
         conn_parse(c);
 }
 
+/* The stream's headers are out: hand the socket over and forget it. */
+static void conn_takeover_done(struct aos_http_conn *c)
+{
+    evutil_socket_t fd = bufferevent_getfd(c->bev);
+    aos_http_takeover_fn fn = c->takeover_fn;
+    void *arg = c->takeover_arg;
+    c->takeover_fn = NULL;
+    /* Detached first, so that freeing the bufferevent leaves it open. */
+    if (fd < 0 || bufferevent_setfd(c->bev, -1) != 0) {
+        conn_free(c);
+        fn(-1, arg);
+        return;
+    }
+    conn_free(c);
+    fn((int)fd, arg);
+}
+
 static void conn_on_write(struct bufferevent *bev, void *arg)
 {
     struct aos_http_conn *c = arg;
     (void)bev;
     if (c->state == CS_WRITING)
         conn_write_done(c);
+    else if (c->state == CS_TAKEOVER)
+        conn_takeover_done(c);
 }
 
 /* Queues status line, headers and body on the connection. */
@@ -511,6 +539,59 @@ void aos_http_respond_error(struct aos_http_request *req, int status, const char
     va_end(ap);
     struct req_impl *r = (struct req_impl *)req;
     aos_http_respond_json(req, status, error_object(code, message, r->request_id));
+}
+
+int aos_http_takeover(struct aos_http_request *req, int status, const char *content_type, const void *body,
+                      size_t len, aos_http_takeover_fn fn, void *arg)
+{
+    struct req_impl *r = (struct req_impl *)req;
+    struct aos_http_conn *c = req->conn;
+    aos_assert(!req->responded && fn != NULL);
+    if (c == NULL || req->head || strcmp(req->method, "GET") != 0 ||
+        evbuffer_get_length(bufferevent_get_input(c->bev)) > 0)
+        return -1;
+    struct hloop *hl = c->hl;
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+    req->responded = true;
+    evbuffer_add_printf(out,
+                        "HTTP/1.1 %d %s\r\nDate: %s\r\nX-Request-ID: %s\r\nX-Content-Type-Options: nosniff\r\n"
+                        "Content-Type: %s\r\nConnection: close\r\n",
+                        status, aos_http_reason(status), loop_date(hl), r->request_id,
+                        content_type != NULL ? content_type : "application/octet-stream");
+    if (req->out_headers != NULL)
+        evbuffer_add_buffer(out, req->out_headers);
+    evbuffer_add(out, "\r\n", 2);
+    if (len > 0)
+        evbuffer_add(out, body, len);
+    uint64_t elapsed = now_ns() - req->start_ns;
+    aos_metrics_observe(hl->server->metrics, req->match.route != NULL ? req->match.index : -1, req->method, status,
+                        elapsed);
+    struct aos_http_log_entry entry = {
+        .time_ms = wall_ms(),
+        .request_id = r->request_id,
+        .method = req->method,
+        .route = req->match.route != NULL ? req->match.route->pattern : NULL,
+        .status = status,
+        .latency_us = elapsed / 1000,
+        .bytes_in = req->body_len,
+        .bytes_out = len,
+        .peer_ip = c->peer_ip,
+        .tenant_id = req->authenticated ? req->principal.tenant_id : NULL,
+        .principal = req->authenticated ? req->principal.subject : NULL,
+    };
+    observe(hl->server, &entry);
+    c->req = NULL;
+    req_free(r);
+    c->state = CS_TAKEOVER;
+    c->takeover_fn = fn;
+    c->takeover_arg = arg;
+    c->close_after_write = true;
+    evtimer_del(c->timer);
+    /* Reading stays paused (one request at a time): bytes sent after the
+     * request are the new owner's to discard. */
+    struct timeval wtv = seconds_tv(hl->limits.write_timeout);
+    bufferevent_set_timeouts(c->bev, NULL, &wtv);
+    return 0;
 }
 
 const char *aos_http_header(const struct aos_http_request *req, const char *name)

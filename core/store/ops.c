@@ -1247,11 +1247,12 @@ int aos_store_journal_prune(struct aos_store_tx *tx, int64_t older_than_ms, size
 #define AGENT_COLS                                                                                \
     "id, tenant_id, name, plugin, config, autonomy, approval_policy, budget_tokens_day, "         \
     "budget_tokens_month, budget_micro_usd_day, budget_micro_usd_month, created_by, created_at, " \
-    "updated_at"
+    "updated_at, step_reserve_tokens, step_reserve_micro_usd"
 static const char SQL_AGENT_INSERT[] =
     "INSERT INTO agents (id, tenant_id, name, plugin, config, autonomy, approval_policy, budget_tokens_day, "
-    "budget_tokens_month, budget_micro_usd_day, budget_micro_usd_month, created_by, created_at, updated_at) "
-    "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $13)";
+    "budget_tokens_month, budget_micro_usd_day, budget_micro_usd_month, created_by, created_at, updated_at, "
+    "step_reserve_tokens, step_reserve_micro_usd) "
+    "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $13, $14, $15)";
 static const char SQL_AGENT_GET[] =
     "SELECT " AGENT_COLS " FROM agents WHERE tenant_id = $1 AND id = $2 AND deleted_at IS NULL";
 static const char SQL_AGENT_GET_NAME[] =
@@ -1265,7 +1266,8 @@ static const char SQL_AGENT_LIST_AFTER[] =
 static const char SQL_AGENT_UPDATE[] =
     "UPDATE agents SET name = $3, plugin = $4, config = $5, autonomy = $6, approval_policy = $7, "
     "budget_tokens_day = $8, budget_tokens_month = $9, budget_micro_usd_day = $10, "
-    "budget_micro_usd_month = $11, updated_at = $12 WHERE tenant_id = $1 AND id = $2 AND deleted_at IS NULL";
+    "budget_micro_usd_month = $11, updated_at = $12, step_reserve_tokens = $13, step_reserve_micro_usd = $14 "
+    "WHERE tenant_id = $1 AND id = $2 AND deleted_at IS NULL";
 static const char SQL_AGENT_DELETE[] = "UPDATE agents SET deleted_at = $3, updated_at = $3 "
                                        "WHERE tenant_id = $1 AND id = $2 AND deleted_at IS NULL";
 
@@ -1300,6 +1302,8 @@ void aos_agent_spec_init(struct aos_agent_spec *spec)
     spec->budget_tokens_month = -1;
     spec->budget_micro_usd_day = -1;
     spec->budget_micro_usd_month = -1;
+    spec->step_reserve_tokens = -1;
+    spec->step_reserve_micro_usd = -1;
 }
 
 bool aos_store_json_object_valid(const char *s)
@@ -1369,6 +1373,10 @@ static int agent_spec_check(const struct aos_agent_spec *s, char *err, size_t er
         aos_db_seterr(err, errlen, "agent budgets must be >= 0 (or -1: none)");
         return AOS_DB_CONSTRAINT;
     }
+    if (s->step_reserve_tokens < -1 || s->step_reserve_micro_usd < -1) {
+        aos_db_seterr(err, errlen, "agent step reserves must be >= 0 (or -1: none)");
+        return AOS_DB_CONSTRAINT;
+    }
     return AOS_DB_OK;
 }
 
@@ -1402,6 +1410,8 @@ static int agent_from_row(const struct aos_db_result *r, size_t row, struct aos_
     a->budget_micro_usd_month = budget_cell(r, row, 10);
     a->created_at = aos_db_result_int(r, row, 12);
     a->updated_at = aos_db_result_int(r, row, 13);
+    a->step_reserve_tokens = budget_cell(r, row, 14);
+    a->step_reserve_micro_usd = budget_cell(r, row, 15);
     return AOS_DB_OK;
 }
 
@@ -1428,7 +1438,9 @@ int aos_store_agent_create(struct aos_store_tx *tx, const char *tenant_id, const
                                budget_param(spec->budget_micro_usd_day),
                                budget_param(spec->budget_micro_usd_month),
                                AOS_DB_P_TEXT(spec->created_by),
-                               AOS_DB_P_INT(aos_store_now_ms())};
+                               AOS_DB_P_INT(aos_store_now_ms()),
+                               budget_param(spec->step_reserve_tokens),
+                               budget_param(spec->step_reserve_micro_usd)};
     rc = aos_store_exec(tx, SQL_AGENT_INSERT, p, NPARAMS(p), NULL, err, errlen);
     if (rc == AOS_DB_OK)
         memcpy(id_out, id, AOS_ID_LEN);
@@ -1557,7 +1569,9 @@ int aos_store_agent_update(struct aos_store_tx *tx, const char *tenant_id, const
                                budget_param(spec->budget_tokens_month),
                                budget_param(spec->budget_micro_usd_day),
                                budget_param(spec->budget_micro_usd_month),
-                               AOS_DB_P_INT(aos_store_now_ms())};
+                               AOS_DB_P_INT(aos_store_now_ms()),
+                               budget_param(spec->step_reserve_tokens),
+                               budget_param(spec->step_reserve_micro_usd)};
     rc = exec_one(tx, SQL_AGENT_UPDATE, p, NPARAMS(p), "agent", err, errlen);
     if (rc == AOS_DB_CONSTRAINT)
         aos_db_seterr(err, errlen, "an agent with this name exists in the tenant");

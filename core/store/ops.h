@@ -297,6 +297,11 @@ struct aos_agent {
     int64_t budget_tokens_month;
     int64_t budget_micro_usd_day;
     int64_t budget_micro_usd_month;
+    /* The most one step may spend, as the agent declares it (reserved
+     * against the budgets before the step runs); -1 = none declared: the
+     * engine's default (engine.step_reserve_tokens / _micro_usd). */
+    int64_t step_reserve_tokens;
+    int64_t step_reserve_micro_usd;
     char *created_by; /* principal that created it; NULL if unknown */
     int64_t created_at;
     int64_t updated_at;
@@ -317,9 +322,11 @@ struct aos_agent_spec {
     int64_t budget_tokens_month;
     int64_t budget_micro_usd_day;
     int64_t budget_micro_usd_month;
+    int64_t step_reserve_tokens; /* each >= 0, or -1 = none (the engine's default) */
+    int64_t step_reserve_micro_usd;
     const char *created_by; /* create only; NULL = unknown */
 };
-/* A spec with every budget "none" and everything else NULL. */
+/* A spec with every budget and step reserve "none" and everything else NULL. */
 void aos_agent_spec_init(struct aos_agent_spec *spec);
 /* Whether s is NULL-free valid JSON text of an object. */
 bool aos_store_json_object_valid(const char *s);

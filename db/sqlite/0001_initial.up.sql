@@ -10,6 +10,8 @@
 --  * JSON is TEXT checked with json_valid() here, jsonb there (which
 --    re-formats: compare JSON by value, never as text).  A body that must
 --    be replayed byte for byte (idempotency) is plain TEXT on both.
+--    A nullable JSON column says `x IS NULL OR json_valid(x)`: SQLite
+--    3.40's json_valid(NULL) is 0, not NULL, so a bare CHECK refuses NULL.
 --  * Money is micro-USD; flags are 0/1 integers (one text for both drivers).
 --  * Every tenant-owned table has tenant_id and it leads every index.
 --    Children reference parents by (tenant_id, id): a row can never point
@@ -116,8 +118,8 @@ CREATE TABLE runs (
                          'waiting_approval', 'budget_exceeded', 'succeeded', 'failed', 'cancelled')),
     created_by       TEXT NOT NULL, -- principal (the four-eyes rule compares approvers to it)
     input            TEXT NOT NULL DEFAULT '{}' CHECK (json_valid(input)),
-    state            TEXT CHECK (json_valid(state)),  -- the plugin's CONTINUE state
-    output           TEXT CHECK (json_valid(output)),
+    state            TEXT CHECK (state IS NULL OR json_valid(state)),  -- the plugin's CONTINUE state
+    output           TEXT CHECK (output IS NULL OR json_valid(output)),
     error            TEXT,
     next_step        INTEGER NOT NULL DEFAULT 0 CHECK (next_step >= 0),
     attempt          INTEGER NOT NULL DEFAULT 0 CHECK (attempt >= 0), -- failed tries of next_step
@@ -156,8 +158,8 @@ CREATE TABLE steps (
     agent_id       TEXT,            -- the agent that ran it (workflows chain several)
     attempt        INTEGER NOT NULL DEFAULT 1 CHECK (attempt >= 1),
     outcome        TEXT NOT NULL CHECK (outcome IN ('done', 'continue', 'needs_approval', 'failed')),
-    input          TEXT CHECK (json_valid(input)),
-    result         TEXT CHECK (json_valid(result)), -- output, state or proposal, per outcome
+    input          TEXT CHECK (input IS NULL OR json_valid(input)),
+    result         TEXT CHECK (result IS NULL OR json_valid(result)), -- output, state or proposal, per outcome
     error          TEXT,
     tokens_in      INTEGER NOT NULL DEFAULT 0 CHECK (tokens_in >= 0),
     tokens_out     INTEGER NOT NULL DEFAULT 0 CHECK (tokens_out >= 0),
@@ -276,7 +278,7 @@ CREATE TABLE forget_requests (
     requested_by TEXT NOT NULL,
     status       TEXT NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'running', 'done', 'failed')),
     scope        TEXT NOT NULL DEFAULT '{}' CHECK (json_valid(scope)),  -- data classes to erase
-    result       TEXT CHECK (json_valid(result)),  -- what was erased, per table
+    result       TEXT CHECK (result IS NULL OR json_valid(result)),  -- what was erased, per table
     error        TEXT,
     created_at   INTEGER NOT NULL,
     updated_at   INTEGER NOT NULL,

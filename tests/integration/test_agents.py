@@ -41,7 +41,8 @@ def err_code(r):
 def test_crud(t, d, w):
     admin = w.bearer("acme", "admin")
     body = agent_body("writer", config={"steps": 3, "nested": {"a": [1, "x"]}}, autonomy="autonomous",
-                      approval_policy={"risky": True}, budget={"tokens_day": 1000, "micro_usd_month": 0})
+                      approval_policy={"risky": True},
+                      budget={"tokens_day": 1000, "micro_usd_month": 0, "step_tokens": 0, "step_micro_usd": 2500})
     r = d.request("POST", "/api/v1/agents", body=body, headers=admin)
     t.eq(r.status, 201, "POST /agents -> 201", r.body[:300])
     a = r.json()
@@ -49,8 +50,9 @@ def test_crud(t, d, w):
     t.eq((a["name"], a["plugin"], a["config"], a["autonomy"], a["approval_policy"]),
          ("writer", "agent-echo", {"steps": 3, "nested": {"a": [1, "x"]}}, "autonomous", {"risky": True}),
          "the response holds what was sent")
-    t.eq(a["budget"], {"tokens_day": 1000, "tokens_month": None, "micro_usd_day": None, "micro_usd_month": 0},
-         "budgets: given ones set, the others null (none)")
+    t.eq(a["budget"], {"tokens_day": 1000, "tokens_month": None, "micro_usd_day": None, "micro_usd_month": 0,
+                       "step_tokens": 0, "step_micro_usd": 2500},
+         "budgets and step reserves: given ones set, the others null (none)")
     t.ok(isinstance(a["created_at"], int) and a["updated_at"] == a["created_at"], "created_at == updated_at")
 
     r = d.request("GET", "/api/v1/agents/" + a["id"], headers=admin)
@@ -61,6 +63,12 @@ def test_crud(t, d, w):
     r = d.request("POST", "/api/v1/agents", body=agent_body("plain"), headers=admin)
     plain = r.json()
     t.eq((r.status, plain["autonomy"], plain["approval_policy"]), (201, None, {}), "defaults: autonomy null, policy {}")
+    t.eq((plain["budget"]["step_tokens"], plain["budget"]["step_micro_usd"]), (None, None),
+         "no step reserve declared: null (the engine's default)")
+    r = d.request("PUT", "/api/v1/agents/" + plain["id"],
+                  body=agent_body("plain", budget={"step_tokens": 10 ** 18, "step_micro_usd": None}), headers=admin)
+    t.eq((r.status, r.json()["budget"]["step_tokens"], r.json()["budget"]["step_micro_usd"]), (200, 10 ** 18, None),
+         "PUT sets a step reserve (up to 10^18); null means none")
     r = d.request("POST", "/api/v1/agents", body={"name": "no-config", "plugin": "agent-echo"}, headers=admin)
     t.eq((r.status, r.json().get("config")), (201, {}), "config defaults to {}")
 
@@ -74,7 +82,9 @@ def test_crud(t, d, w):
     t.eq((u["id"], u["name"], u["config"], u["autonomy"], u["approval_policy"], u["created_at"]),
          (a["id"], "writer-2", {"steps": 5}, None, {"risky": True}, a["created_at"]),
          "PUT replaces the fields; omitted ones go back to their defaults")
-    t.eq(u["budget"]["tokens_day"], None, "an omitted budget is cleared")
+    t.eq(u["budget"], {"tokens_day": None, "tokens_month": None, "micro_usd_day": None, "micro_usd_month": None,
+                       "step_tokens": None, "step_micro_usd": None},
+         "an omitted budget is cleared, step reserves included (back to the engine's default)")
     t.ok(u["updated_at"] >= a["updated_at"], "updated_at moves forward")
     r = d.request("GET", "/api/v1/agents/" + a["id"], headers=admin)
     t.eq(r.json(), u, "GET after PUT shows the update")
@@ -135,6 +145,9 @@ def test_validation(t, d, w):
         ("unknown autonomy", agent_body("x", autonomy="reckless")),
         ("approval_policy not an object", agent_body("x", approval_policy="always")),
         ("negative budget", agent_body("x", budget={"tokens_day": -1})),
+        ("negative step reserve", agent_body("x", budget={"step_tokens": -1})),
+        ("step reserve too large", agent_body("x", budget={"step_micro_usd": 10 ** 18 + 1})),
+        ("step reserve a string", agent_body("x", budget={"step_tokens": "100"})),
         ("fractional budget", agent_body("x", budget={"tokens_day": 1.5})),
         ("unknown budget member", agent_body("x", budget={"tokens_week": 5})),
         ("unknown field", agent_body("x", budgets={"tokens_day": 5})),

@@ -103,6 +103,8 @@ static void test_create_get(void **state)
     s.approval_policy = "{\"risky\":true}";
     s.budget_tokens_day = 1000;
     s.budget_micro_usd_month = 0;
+    s.step_reserve_tokens = 0;
+    s.step_reserve_micro_usd = 2500;
     s.created_by = "user-1";
     OK(f, aos_store_agent_create(tx, TENANT_A, &s, id, E));
     assert_true(aos_store_id_norm(id, upper));
@@ -119,6 +121,8 @@ static void test_create_get(void **state)
     assert_int_equal(a.budget_tokens_month, -1);
     assert_int_equal(a.budget_micro_usd_day, -1);
     assert_int_equal(a.budget_micro_usd_month, 0);
+    assert_int_equal(a.step_reserve_tokens, 0);
+    assert_int_equal(a.step_reserve_micro_usd, 2500);
     assert_string_equal(a.created_by, "user-1");
     assert_true(a.created_at > 0);
     assert_int_equal(a.updated_at, a.created_at);
@@ -134,6 +138,8 @@ static void test_create_get(void **state)
     assert_null(a.autonomy);
     assert_null(a.created_by);
     assert_int_equal(a.budget_tokens_day, -1);
+    assert_int_equal(a.step_reserve_tokens, -1);
+    assert_int_equal(a.step_reserve_micro_usd, -1);
     aos_agent_clear(&a);
 
     /* Ids in upper case are the same agent. */
@@ -191,6 +197,12 @@ static void test_invalid(void **state)
     assert_int_equal(TX(f, aos_store_agent_create(tx, TENANT_A, &s, id, E)), AOS_DB_CONSTRAINT);
     s = spec_named("x");
     s.budget_tokens_month = -2;
+    assert_int_equal(TX(f, aos_store_agent_create(tx, TENANT_A, &s, id, E)), AOS_DB_CONSTRAINT);
+    s = spec_named("x");
+    s.step_reserve_tokens = -2;
+    assert_int_equal(TX(f, aos_store_agent_create(tx, TENANT_A, &s, id, E)), AOS_DB_CONSTRAINT);
+    s = spec_named("x");
+    s.step_reserve_micro_usd = INT64_MIN;
     assert_int_equal(TX(f, aos_store_agent_create(tx, TENANT_A, &s, id, E)), AOS_DB_CONSTRAINT);
     /* A tenant the store does not know. */
     s = spec_named("x");
@@ -259,6 +271,7 @@ static void test_update(void **state)
 
     s.autonomy = "observe";
     s.budget_tokens_day = 5;
+    s.step_reserve_tokens = 40;
     s.config = "{\"a\":1}";
     s.created_by = "creator";
     OK(f, aos_store_agent_create(tx, TENANT_A, &s, id, E));
@@ -269,6 +282,7 @@ static void test_update(void **state)
     s.plugin = "agent-other";
     s.config = "{\"b\":[true]}";
     s.budget_micro_usd_day = 77;
+    s.step_reserve_micro_usd = INT64_C(1000000000000);
     s.created_by = "someone else";
     OK(f, aos_store_agent_update(tx, TENANT_A, id, &s, E));
     OK(f, aos_store_agent_get(tx, TENANT_A, id, &b, E));
@@ -278,6 +292,9 @@ static void test_update(void **state)
     assert_null(b.autonomy);
     assert_int_equal(b.budget_tokens_day, -1);
     assert_int_equal(b.budget_micro_usd_day, 77);
+    assert_int_equal(a.step_reserve_tokens, 40);
+    assert_int_equal(b.step_reserve_tokens, -1);
+    assert_int_equal(b.step_reserve_micro_usd, INT64_C(1000000000000));
     assert_string_equal(b.created_by, "creator");
     assert_int_equal(b.created_at, a.created_at);
     assert_true(b.updated_at >= a.updated_at);
