@@ -250,8 +250,9 @@ static int take_budget(struct json_object *body, struct aos_agent_spec *spec, ch
 {
     static const char *const keys[] = {"tokens_day",      "tokens_month", "micro_usd_day",
                                        "micro_usd_month", "step_tokens",  "step_micro_usd"};
-    int64_t *dst[] = {&spec->budget_tokens_day,      &spec->budget_tokens_month, &spec->budget_micro_usd_day,
-                      &spec->budget_micro_usd_month, &spec->step_reserve_tokens, &spec->step_reserve_micro_usd};
+    int64_t *dst[] = {&spec->budget_tokens_day,    &spec->budget_tokens_month,
+                      &spec->budget_micro_usd_day, &spec->budget_micro_usd_month,
+                      &spec->step_reserve_tokens,  &spec->step_reserve_micro_usd};
     struct json_object *b = NULL;
     int r;
 

@@ -149,8 +149,8 @@ static struct json_object *budget_json(const int64_t budget[4])
     return o;
 }
 
-static struct json_object *ratio_json(const struct aos_stats_spend *today, const struct aos_stats_spend *month,
-                                      const int64_t budget[4])
+static struct json_object *ratio_json(const struct aos_stats_spend *today,
+                                      const struct aos_stats_spend *month, const int64_t budget[4])
 {
     struct json_object *o = json_object_new_object();
     int64_t spent[4] = {today->tokens_in + today->tokens_out, month->tokens_in + month->tokens_out,
@@ -210,7 +210,8 @@ static struct json_object *dashboard_json(const struct dash_job *j)
     json_object_object_add(o, "throughput", tp);
     json_object_object_add(o, "step_latency_ms", latency_json(&d->latency));
     json_object_object_add(appr, "pending", json_object_new_int64(d->approvals_pending));
-    json_object_object_add(appr, "oldest_pending_age_ms", age_or_null(d->now_ms, d->oldest_pending_approval_ms));
+    json_object_object_add(appr, "oldest_pending_age_ms",
+                           age_or_null(d->now_ms, d->oldest_pending_approval_ms));
     json_object_object_add(o, "approvals", appr);
     json_object_object_add(spend, "day", json_object_new_string(d->day));
     json_object_object_add(spend, "month_start", json_object_new_string(d->month_start));
@@ -245,7 +246,8 @@ static struct json_object *vitals_json(const struct dash_job *j)
     json_object_object_add(fail, "steps", json_object_new_int64(v->steps_failed));
     json_object_object_add(o, "failures", fail);
     json_object_object_add(appr, "pending", json_object_new_int64(v->approvals_pending));
-    json_object_object_add(appr, "oldest_pending_age_ms", age_or_null(v->now_ms, v->oldest_pending_approval_ms));
+    json_object_object_add(appr, "oldest_pending_age_ms",
+                           age_or_null(v->now_ms, v->oldest_pending_approval_ms));
     json_object_object_add(o, "approvals", appr);
     return o;
 }
@@ -359,6 +361,6 @@ static const struct aos_route dashboard_routes[] = {
 
 int aos_api_dashboard_register(struct aos_router *router, struct aos_app *app, char *err, size_t errlen)
 {
-    return aos_router_add(router, dashboard_routes, sizeof dashboard_routes / sizeof dashboard_routes[0], app, err,
-                          errlen);
+    return aos_router_add(router, dashboard_routes, sizeof dashboard_routes / sizeof dashboard_routes[0], app,
+                          err, errlen);
 }

@@ -276,9 +276,9 @@ static void handle_stream(struct aos_http_request *req, void *ctx)
     char buf[32], hint[48];
     int r, n;
 
-    if (hub == NULL || !aos_events_ready(hub)) {
+    if (hub == NULL) {
         aos_http_add_header(req, "Retry-After", "2");
-        aos_http_respond_error(req, 503, "events_unavailable", "the event stream is not available yet; retry shortly");
+        aos_http_respond_error(req, 503, "events_unavailable", "this node serves no event streams");
         return;
     }
     c = calloc(1, sizeof *c);

@@ -2,6 +2,7 @@
 
 #include "api/api.h"
 
+#include "events/events.h"
 #include "http/http.h"
 #include "gateway/journal.h"
 #include "http/server.h"
@@ -105,6 +106,8 @@ static void handle_metrics(struct aos_http_request *req, void *ctx)
     struct aos_journal_stats js = {0};
     if (app->journal != NULL)
         aos_journal_get_stats(app->journal, &js);
+    struct aos_events_stats es;
+    aos_events_get_stats(app->events, &es);
     const struct aos_metrics_gauge gauges[] = {
         {"aosd_plugins_loaded", "Plugins loaded and initialised.", plugins},
         {"aosd_config_generation", "Configuration generation in force (1 at start, +1 per reload).", generation},
@@ -117,6 +120,15 @@ static void handle_metrics(struct aos_http_request *req, void *ctx)
         {"aosd_journal_failed_batches", "Journal write transactions that failed.", (double)js.failed_batches},
         {"aosd_journal_unattributed", "Requests without a tenant, not journaled.", (double)js.unattributed},
         {"aosd_journal_queued", "Journal entries waiting to be written.", (double)js.queued},
+        {"aosd_events_streams", "Open SSE event streams.", (double)es.subscribers},
+        {"aosd_events_delivered", "Event frames written to SSE streams.", (double)es.delivered},
+        {"aosd_events_slow_disconnects", "SSE streams cut off for exceeding events.client_buffer.",
+         (double)es.slow_disconnects},
+        {"aosd_events_refused", "SSE streams refused at events.max_subscribers.", (double)es.refused},
+        {"aosd_events_high_water", "Highest event id read by this node.", (double)es.high_water},
+        {"aosd_events_poll_failures", "Reads of new events from the store that failed.", (double)es.poll_failures},
+        {"aosd_events_redis_up", "1 while subscribed to the Redis wake-up channel.", es.redis_up ? 1.0 : 0.0},
+        {"aosd_events_redis_wakeups", "Wake-ups received from other nodes through Redis.", (double)es.redis_wakeups},
     };
     size_t len = 0;
     char *text = aos_metrics_render(app->metrics, gauges, sizeof gauges / sizeof gauges[0], &len);

@@ -174,8 +174,8 @@ static int take_steps(struct workflow_job *j, struct json_object *body, char *er
     }
     n = json_object_array_length(steps);
     if (n < 1 || n > AOS_WORKFLOW_STEPS_MAX) {
-        snprintf(err, errlen, "field 'steps' must be an array of 1 to %d steps (got %zu)", AOS_WORKFLOW_STEPS_MAX,
-                 n);
+        snprintf(err, errlen, "field 'steps' must be an array of 1 to %d steps (got %zu)",
+                 AOS_WORKFLOW_STEPS_MAX, n);
         return -1;
     }
     for (size_t i = 0; i < n; i++) {
@@ -276,8 +276,8 @@ static const char *path_id(struct aos_http_request *req)
  * job (answered 422 by the caller). */
 static int resolve(struct aos_store_tx *tx, struct workflow_job *j, char *err, size_t errlen)
 {
-    int rc = aos_store_workflow_resolve_steps(tx, j->tenant_id, (const char *const *)j->refs, j->nrefs, j->steps,
-                                              NULL, err, errlen);
+    int rc = aos_store_workflow_resolve_steps(tx, j->tenant_id, (const char *const *)j->refs, j->nrefs,
+                                              j->steps, NULL, err, errlen);
 
     j->bad_step = rc == AOS_DB_NOT_FOUND || rc == AOS_DB_CONSTRAINT;
     return rc;
@@ -593,6 +593,6 @@ static const struct aos_route workflow_routes[] = {
 
 int aos_api_workflows_register(struct aos_router *router, struct aos_app *app, char *err, size_t errlen)
 {
-    return aos_router_add(router, workflow_routes, sizeof workflow_routes / sizeof workflow_routes[0], app, err,
-                          errlen);
+    return aos_router_add(router, workflow_routes, sizeof workflow_routes / sizeof workflow_routes[0], app,
+                          err, errlen);
 }

@@ -95,7 +95,7 @@ void aos_events_free(struct aos_events *hub);
 /* The hub's high-water mark: the highest event id it has read. */
 int64_t aos_events_high_water(struct aos_events *hub);
 /* True once the hub has read its starting point from the store (streams
- * are refused with 503 before that). */
+ * opened before that wait for it). */
 bool aos_events_ready(struct aos_events *hub);
 
 /* ---------------------------------------------------------- streams */

@@ -209,8 +209,11 @@ static int poll_tx(struct aos_store_tx *tx, void *arg, char *err, size_t errlen)
 static void poll_failed(struct aos_events *hub, const char *err)
 {
     atomic_fetch_add(&hub->poll_failures, 1);
+    /* Before the first good read the store is usually still coming up
+     * (bring-up migrates it): that is not worth a warning. */
     if (!hub->poll_failing)
-        aos_warn("events: cannot read new events from the store; streams wait", "error", err, NULL);
+        aos_log(atomic_load(&hub->ready) ? AOS_LVL_WARN : AOS_LVL_DEBUG,
+                "events: cannot read new events from the store; streams wait", "error", err, NULL);
     hub->poll_failing = true;
 }
 
@@ -259,7 +262,7 @@ static void hub_poll(struct aos_events *hub)
         poll_failed(hub, err);
         goto out;
     }
-    if (hub->poll_failing)
+    if (hub->poll_failing && atomic_load(&hub->ready))
         aos_info("events: reading the store again", NULL);
     hub->poll_failing = false;
     if (j.start) {
@@ -267,6 +270,8 @@ static void hub_poll(struct aos_events *hub)
         hub->high_water = hub->floor = j.max_id;
         pthread_mutex_unlock(&hub->ring_mu);
         atomic_store(&hub->ready, true);
+        for (size_t i = 0; i < hub->nshards; i++)
+            aos_ev_shard_post_ready(hub->shards[i]);
         char hw[24];
         snprintf(hw, sizeof hw, "%" PRId64, j.max_id);
         aos_debug("events: streaming from the end of the log", "id", hw, NULL);
@@ -732,10 +737,11 @@ static void hub_rearm_timer(void *arg)
 
 void aos_events_set_conf(struct aos_events *hub, const struct aos_conf_events *conf)
 {
-    long long poll = atomic_load(&hub->poll_ms);
+    long long poll;
 
     if (hub == NULL)
         return;
+    poll = atomic_load(&hub->poll_ms);
     apply_conf(hub, conf);
     if (atomic_load(&hub->started) && poll != atomic_load(&hub->poll_ms))
         aos_loop_post(hub->loop, hub_rearm_timer, hub);

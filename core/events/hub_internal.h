@@ -128,6 +128,9 @@ struct aos_loop *aos_ev_shard_loop(const struct aos_ev_shard *sh);
 void aos_ev_shard_post_batch(struct aos_ev_shard *sh, struct aos_ev_batch *b);
 /* Closes every stream of the shard, on its loop.  Thread-safe. */
 void aos_ev_shard_post_close_all(struct aos_ev_shard *sh);
+/* The hub has read its starting point: streams waiting for it begin.
+ * Thread-safe. */
+void aos_ev_shard_post_ready(struct aos_ev_shard *sh);
 /* Applies a new heartbeat interval, on its loop.  Thread-safe. */
 void aos_ev_shard_post_settings(struct aos_ev_shard *sh);
 

@@ -10,7 +10,10 @@
  * per event: frames are encoded once by the hub and written with one
  * sendmsg per batch.
  *
- * A stream is in one of three modes:
+ * A stream is in one of four modes:
+ *   WAIT     the hub has not read its starting point yet (just after
+ *            start-up): the stream waits for it rather than being refused,
+ *            since EventSource gives up on an error status;
  *   STORE    resuming from an id the ring no longer holds: pages of the
  *            tenant's events are read from the store on the pool;
  *   CATCHUP  reading the ring from its last id;
@@ -48,7 +51,7 @@
  * a stalled client shows up in our queue rather than in kernel memory. */
 #define SOCKET_SNDBUF (64 * 1024)
 
-enum sub_mode { SUB_STORE, SUB_CATCHUP, SUB_LIVE };
+enum sub_mode { SUB_WAIT, SUB_STORE, SUB_CATCHUP, SUB_LIVE };
 
 struct sub {
     struct sub *prev;
@@ -63,6 +66,7 @@ struct sub {
     bool write_armed;
     bool has_type;
     bool has_run;
+    bool resume;       /* WAIT: resume from last_id once the hub is ready */
     char tenant_id[AOS_ID_LEN];
     char type[AOS_EVENT_TYPE_MAX + 1];
     char run_id[AOS_ID_LEN];
@@ -391,7 +395,7 @@ static void sub_advance(struct sub *s)
     struct aos_events *hub = s->sh->hub;
     size_t limit = catchup_bytes(hub);
 
-    while (!s->closed && s->mode != SUB_LIVE && !s->job && s->qbytes < limit) {
+    while (!s->closed && s->mode != SUB_LIVE && s->mode != SUB_WAIT && !s->job && s->qbytes < limit) {
         struct aos_ev_frame *frames[CATCHUP_FRAMES];
         struct aos_event_filter f;
         int64_t pos = s->last_id;
@@ -423,6 +427,19 @@ static void sub_advance(struct sub *s)
             s->mode = SUB_LIVE;
         if (sub_push_done(s) != 0)
             return;
+    }
+}
+
+/* Starts delivery: from last_id (resume) or from the hub's high-water
+ * mark.  Only once the hub is ready: before, both are unknown. */
+static void sub_begin(struct sub *s)
+{
+    if (s->resume) {
+        s->mode = SUB_CATCHUP;
+        sub_advance(s);
+    } else {
+        s->last_id = aos_events_high_water(s->sh->hub);
+        s->mode = SUB_LIVE;
     }
 }
 
@@ -562,6 +579,23 @@ void aos_ev_shard_post_close_all(struct aos_ev_shard *sh)
     (void)aos_loop_post(sh->loop, shard_close_all, sh);
 }
 
+/* The hub knows its starting point: release the streams that waited. */
+static void shard_ready(void *arg)
+{
+    struct aos_ev_shard *sh = arg;
+    struct sub *s = sh->subs;
+
+    while (s != NULL) {
+        struct sub *next = s->next;
+
+        if (s->mode == SUB_WAIT)
+            sub_begin(s);
+        s = next;
+    }
+}
+
+void aos_ev_shard_post_ready(struct aos_ev_shard *sh) { (void)aos_loop_post(sh->loop, shard_ready, sh); }
+
 static void shard_settings(void *arg)
 {
     struct aos_ev_shard *sh = arg;
@@ -634,13 +668,15 @@ void aos_events_stream_start(struct aos_events *hub, struct aos_loop *loop, int 
     sh->subs = s;
     if (sh->nsubs++ == 0)
         tick_arm(sh);
-    if (spec->resume) {
-        s->last_id = spec->last_id < 0 ? 0 : spec->last_id;
-        s->mode = SUB_CATCHUP;
-        sub_advance(s);
+    s->resume = spec->resume;
+    s->last_id = spec->resume && spec->last_id > 0 ? spec->last_id : 0;
+    /* Ready is set before the hub posts shard_ready, so a stream that sees
+     * it unset here is released by that post (which runs after us). */
+    if (atomic_load(&hub->ready)) {
+        sub_begin(s);
     } else {
-        s->last_id = aos_events_high_water(hub);
-        s->mode = SUB_LIVE;
+        s->mode = SUB_WAIT;
+        aos_events_committed(hub); /* read the starting point now */
     }
     return;
 refuse:

@@ -1082,7 +1082,7 @@ out:
 
 static const char SQL_RUN_STOP[] =
     "UPDATE runs SET status = $4, error = $5, state = CASE WHEN $4 = 'failed' THEN NULL ELSE state END, "
-    "finished_at = CASE WHEN $4 = 'failed' THEN $6 ELSE NULL END, updated_at = $6, " RUN_RELEASE
+    "finished_at = CASE WHEN $4 = 'failed' THEN CAST($6 AS BIGINT) ELSE NULL END, updated_at = $6, " RUN_RELEASE
     " WHERE tenant_id = $1 AND id = $2 AND lease_owner = $3 AND status = 'running'";
 
 int aos_store_run_stop(struct aos_store_tx *tx, const char *tenant_id, const char *run_id, const char *worker_id,

@@ -32,7 +32,8 @@ static const char SQL_RUNS_FINISHED[] = "SELECT agent_id, status, COUNT(*) FROM 
                                         "AND finished_at >= $2 GROUP BY agent_id, status";
 #define STEP_MS "CASE WHEN finished_at > started_at THEN finished_at - started_at ELSE 0 END"
 static const char SQL_STEPS_WINDOW[] =
-    "SELECT agent_id, COUNT(*), MAX(" STEP_MS "), CAST(SUM(CASE WHEN outcome = 'failed' THEN 1 ELSE 0 END) AS "
+    "SELECT agent_id, COUNT(*), MAX(" STEP_MS
+    "), CAST(SUM(CASE WHEN outcome = 'failed' THEN 1 ELSE 0 END) AS "
     "BIGINT) FROM steps WHERE tenant_id = $1 AND finished_at >= $2 GROUP BY agent_id";
 static const char SQL_STEPS_SAMPLE[] = "SELECT agent_id, " STEP_MS " FROM steps WHERE tenant_id = $1 AND "
                                        "finished_at >= $2 ORDER BY finished_at DESC, run_id DESC, seq DESC "
@@ -46,12 +47,15 @@ static const char SQL_APPROVALS_PENDING[] =
     "WHERE a.tenant_id = $1 AND a.status = 'pending' GROUP BY COALESCE(s.agent_id, r.agent_id)";
 #define TODAY(col) "CAST(SUM(CASE WHEN day = $3 THEN " col " ELSE 0 END) AS BIGINT)"
 #define MONTH(col) "CAST(SUM(" col ") AS BIGINT)"
+/* clang-format off */
 static const char SQL_USAGE[] =
-    "SELECT agent_id, " TODAY("tokens_in") ", " TODAY("tokens_out") ", " TODAY("micro_usd") ", "
-    TODAY("reserved_tokens") ", " TODAY("reserved_micro_usd") ", " MONTH("tokens_in") ", "
-    MONTH("tokens_out") ", " MONTH("micro_usd") ", " MONTH("reserved_tokens") ", "
-    MONTH("reserved_micro_usd") " FROM usage WHERE tenant_id = $1 AND day >= $2 AND day <= $3 "
-    "GROUP BY agent_id";
+    "SELECT agent_id, "
+    TODAY("tokens_in") ", " TODAY("tokens_out") ", " TODAY("micro_usd") ", "
+    TODAY("reserved_tokens") ", " TODAY("reserved_micro_usd") ", "
+    MONTH("tokens_in") ", " MONTH("tokens_out") ", " MONTH("micro_usd") ", "
+    MONTH("reserved_tokens") ", " MONTH("reserved_micro_usd") " "
+    "FROM usage WHERE tenant_id = $1 AND day >= $2 AND day <= $3 GROUP BY agent_id";
+/* clang-format on */
 static const char SQL_AGENTS[] =
     "SELECT id, name, budget_tokens_day, budget_tokens_month, budget_micro_usd_day, budget_micro_usd_month "
     "FROM agents WHERE tenant_id = $1 AND deleted_at IS NULL ORDER BY created_at, id LIMIT $2";
@@ -276,8 +280,8 @@ static void latency_from_sorted(struct aos_stats_latency *l, const int64_t *sort
     l->p99 = percentile(sorted, n, 99);
 }
 
-static int steps_window(struct aos_store_tx *tx, const char *tid, int64_t since, struct aos_stats_dashboard *d,
-                        const struct agent_index *ix, char *err, size_t errlen)
+static int steps_window(struct aos_store_tx *tx, const char *tid, int64_t since,
+                        struct aos_stats_dashboard *d, const struct agent_index *ix, char *err, size_t errlen)
 {
     struct aos_db_result *res = NULL;
     int rc;

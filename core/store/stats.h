@@ -97,9 +97,9 @@ struct aos_stats_agent {
 
 struct aos_stats_dashboard {
     int64_t now_ms;
-    int64_t since_ms;                /* now_ms - window_ms */
-    char day[AOS_DAY_LEN];           /* today, UTC */
-    char month_start[AOS_DAY_LEN];   /* the 1st of this month */
+    int64_t since_ms;              /* now_ms - window_ms */
+    char day[AOS_DAY_LEN];         /* today, UTC */
+    char month_start[AOS_DAY_LEN]; /* the 1st of this month */
     int64_t runs[AOS_STATS_RUN_NSTATUS];
     int64_t runs_finished;
     int64_t steps_failed;
@@ -123,15 +123,15 @@ int aos_store_stats_dashboard(struct aos_store_tx *tx, const char *tenant_id, co
 struct aos_stats_vitals {
     int64_t now_ms;
     int64_t since_ms;
-    int64_t queued;             /* runs in status queued */
-    int64_t ready;              /* of them, claimable now (run_after <= now) */
-    int64_t oldest_ready_ms;    /* the smallest run_after among the ready; -1 when none */
-    int64_t running;            /* runs in status running */
-    int64_t expired_leases;     /* of them, with lease_expires < now: a worker died or stalls */
-    int64_t waiting_approval;   /* runs in status waiting_approval */
-    int64_t steps_last_minute;  /* steps finished in [now - 60 s, +inf) */
-    int64_t runs_failed;        /* runs in status failed finished in the window */
-    int64_t steps_failed;       /* steps with outcome failed finished in the window */
+    int64_t queued;            /* runs in status queued */
+    int64_t ready;             /* of them, claimable now (run_after <= now) */
+    int64_t oldest_ready_ms;   /* the smallest run_after among the ready; -1 when none */
+    int64_t running;           /* runs in status running */
+    int64_t expired_leases;    /* of them, with lease_expires < now: a worker died or stalls */
+    int64_t waiting_approval;  /* runs in status waiting_approval */
+    int64_t steps_last_minute; /* steps finished in [now - 60 s, +inf) */
+    int64_t runs_failed;       /* runs in status failed finished in the window */
+    int64_t steps_failed;      /* steps with outcome failed finished in the window */
     int64_t approvals_pending;
     int64_t oldest_pending_approval_ms; /* its created_at; -1 when none */
 };

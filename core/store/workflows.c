@@ -143,7 +143,8 @@ int aos_store_workflow_resolve_steps(struct aos_store_tx *tx, const char *tenant
         if (rc == AOS_DB_NOT_FOUND) {
             if (bad != NULL)
                 *bad = i;
-            aos_db_seterr(err, errlen, "step %zu: no such agent in this tenant (an agent's id or name)", i + 1);
+            aos_db_seterr(err, errlen, "step %zu: no such agent in this tenant (an agent's id or name)",
+                          i + 1);
         }
         if (rc != AOS_DB_OK)
             return rc;
@@ -224,7 +225,8 @@ static char *definition_text(const struct aos_workflow_spec *s)
     if (s->description != NULL &&
         json_object_object_add(doc, "description", json_object_new_string(s->description)) != 0)
         goto out;
-    text = strdup(json_object_to_json_string_ext(doc, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
+    text =
+        strdup(json_object_to_json_string_ext(doc, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
 out:
     json_object_put(doc);
     return text;
@@ -298,8 +300,9 @@ static int workflow_from_row(const struct aos_db_result *r, size_t row, struct a
 
 /* ---------------------------------------------------------------- operations */
 
-int aos_store_workflow_create(struct aos_store_tx *tx, const char *tenant_id, const struct aos_workflow_spec *spec,
-                              char id_out[AOS_ID_LEN], char *err, size_t errlen)
+int aos_store_workflow_create(struct aos_store_tx *tx, const char *tenant_id,
+                              const struct aos_workflow_spec *spec, char id_out[AOS_ID_LEN], char *err,
+                              size_t errlen)
 {
     char tid[AOS_ID_LEN], id[AOS_ID_LEN];
     char *def = NULL;
@@ -307,20 +310,25 @@ int aos_store_workflow_create(struct aos_store_tx *tx, const char *tenant_id, co
 
     if (!aos_store_id_norm(tenant_id, tid))
         return not_found(err, errlen, "tenant");
-    if ((rc = spec_check(spec, err, errlen)) != AOS_DB_OK || (rc = steps_check(tx, tid, spec, err, errlen)) != AOS_DB_OK)
+    if ((rc = spec_check(spec, err, errlen)) != AOS_DB_OK ||
+        (rc = steps_check(tx, tid, spec, err, errlen)) != AOS_DB_OK)
         return rc;
     def = definition_text(spec);
     if (def == NULL)
         return oom(err, errlen);
     aos_store_id_new(id);
-    struct aos_db_param p[] = {AOS_DB_P_TEXT(id),  AOS_DB_P_TEXT(tid),
-                               AOS_DB_P_TEXT(spec->name), AOS_DB_P_TEXT(def),
-                               AOS_DB_P_TEXT(spec->created_by), AOS_DB_P_INT(aos_store_now_ms())};
+    struct aos_db_param p[] = {AOS_DB_P_TEXT(id),
+                               AOS_DB_P_TEXT(tid),
+                               AOS_DB_P_TEXT(spec->name),
+                               AOS_DB_P_TEXT(def),
+                               AOS_DB_P_TEXT(spec->created_by),
+                               AOS_DB_P_INT(aos_store_now_ms())};
     rc = aos_store_exec(tx, SQL_WORKFLOW_INSERT, p, AOS_NPARAMS(p), NULL, err, errlen);
     if (rc == AOS_DB_OK)
         memcpy(id_out, id, AOS_ID_LEN);
     else if (rc == AOS_DB_CONSTRAINT)
-        aos_db_seterr(err, errlen, "a workflow with this name exists in the tenant, or the tenant does not exist");
+        aos_db_seterr(err, errlen,
+                      "a workflow with this name exists in the tenant, or the tenant does not exist");
     free(def);
     return rc;
 }
@@ -433,7 +441,8 @@ int aos_store_workflow_update(struct aos_store_tx *tx, const char *tenant_id, co
 
     if (!aos_store_id_norm(tenant_id, tid) || !aos_store_id_norm(workflow_id, wid))
         return not_found(err, errlen, "workflow");
-    if ((rc = spec_check(spec, err, errlen)) != AOS_DB_OK || (rc = steps_check(tx, tid, spec, err, errlen)) != AOS_DB_OK)
+    if ((rc = spec_check(spec, err, errlen)) != AOS_DB_OK ||
+        (rc = steps_check(tx, tid, spec, err, errlen)) != AOS_DB_OK)
         return rc;
     def = definition_text(spec);
     if (def == NULL)
@@ -449,8 +458,8 @@ int aos_store_workflow_update(struct aos_store_tx *tx, const char *tenant_id, co
     return rc;
 }
 
-int aos_store_workflow_delete(struct aos_store_tx *tx, const char *tenant_id, const char *workflow_id, char *err,
-                              size_t errlen)
+int aos_store_workflow_delete(struct aos_store_tx *tx, const char *tenant_id, const char *workflow_id,
+                              char *err, size_t errlen)
 {
     char tid[AOS_ID_LEN], wid[AOS_ID_LEN];
     int64_t changes = 0;

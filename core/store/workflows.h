@@ -41,7 +41,7 @@ struct aos_workflow {
     char id[AOS_ID_LEN];
     char tenant_id[AOS_ID_LEN];
     char *name;
-    char *description; /* NULL when none */
+    char *description;               /* NULL when none */
     struct aos_workflow_step *steps; /* malloc'd, nsteps (1..AOS_WORKFLOW_STEPS_MAX) entries */
     size_t nsteps;
     char *created_by; /* principal that created it; NULL if unknown */
@@ -58,7 +58,7 @@ struct aos_workflow_spec {
     const char *name;        /* 1..AOS_WORKFLOW_NAME_MAX code points of valid UTF-8 */
     const char *description; /* NULL = none; at most AOS_WORKFLOW_DESCRIPTION_MAX code points */
     const struct aos_workflow_step *steps;
-    size_t nsteps; /* 1..AOS_WORKFLOW_STEPS_MAX */
+    size_t nsteps;          /* 1..AOS_WORKFLOW_STEPS_MAX */
     const char *created_by; /* create only; NULL = unknown */
 };
 
@@ -76,8 +76,9 @@ int aos_store_workflow_resolve_steps(struct aos_store_tx *tx, const char *tenant
 /* Creates a workflow; id_out receives its id.  CONSTRAINT: a live
  * workflow of the tenant has this name, a malformed field, a step that
  * is not a live agent of the tenant, or no such tenant. */
-int aos_store_workflow_create(struct aos_store_tx *tx, const char *tenant_id, const struct aos_workflow_spec *spec,
-                              char id_out[AOS_ID_LEN], char *err, size_t errlen);
+int aos_store_workflow_create(struct aos_store_tx *tx, const char *tenant_id,
+                              const struct aos_workflow_spec *spec, char id_out[AOS_ID_LEN], char *err,
+                              size_t errlen);
 /* A live workflow of the tenant, by id or by exact name. */
 int aos_store_workflow_get(struct aos_store_tx *tx, const char *tenant_id, const char *workflow_id,
                            struct aos_workflow *out, char *err, size_t errlen);
@@ -96,7 +97,7 @@ int aos_store_workflow_list(struct aos_store_tx *tx, const char *tenant_id, cons
 int aos_store_workflow_update(struct aos_store_tx *tx, const char *tenant_id, const char *workflow_id,
                               const struct aos_workflow_spec *spec, char *err, size_t errlen);
 /* Soft-deletes a live workflow.  NOT_FOUND if absent or already deleted. */
-int aos_store_workflow_delete(struct aos_store_tx *tx, const char *tenant_id, const char *workflow_id, char *err,
-                              size_t errlen);
+int aos_store_workflow_delete(struct aos_store_tx *tx, const char *tenant_id, const char *workflow_id,
+                              char *err, size_t errlen);
 
 #endif

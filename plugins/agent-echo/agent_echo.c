@@ -49,6 +49,7 @@
 #include <aos/plugin.h>
 
 #include <errno.h>
+#include <fcntl.h>
 #include <json-c/json.h>
 #include <limits.h>
 #include <stdbool.h>
@@ -56,11 +57,12 @@
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 /* Everything that steers one call, after precedence is applied. */
 struct pilot {
     int64_t steps;
-    int64_t sleep_ms; /* 0 = the setting delay_ms */
+    int64_t sleep_ms;    /* 0 = the setting delay_ms */
     int64_t approval_at; /* 0 = never */
     int64_t fail_at;
     int fail_once;
@@ -77,6 +79,7 @@ struct echo {
     int approval;
     const char *fail_on;
     int redact;
+    const char *trace_file;
     const struct aos_host *host; /* set by init(), not a setting */
 };
 
@@ -90,8 +93,10 @@ struct echo {
 #define PARSE_DEPTH 1025
 
 /* A pilot setting fills its member of the defaults directly. */
-#define PILOT_SETTING(type_, member, def, lo, hi, help) \
-    {#member, (type_), 0u, offsetof(struct echo, dflt.member), (def), (lo), (hi), (help)}
+#define PILOT_SETTING(type_, member, def, lo, hi, help)                                     \
+    {                                                                                       \
+#member, (type_), 0u, offsetof(struct echo, dflt.member), (def), (lo), (hi), (help) \
+    }
 
 static const struct aos_setting echo_settings[] = {
     AOS_SETTING_INT_FIELD(struct echo, delay_ms, "0", 0, 60000, "milliseconds to sleep in every call"),
@@ -106,8 +111,7 @@ static const struct aos_setting echo_settings[] = {
     PILOT_SETTING(AOS_SETTING_INT, retry_at, "0", 0, MAX_STEPS,
                   "work step that returns RETRY on its first attempt (0 = never)"),
     PILOT_SETTING(AOS_SETTING_BOOL, retry_always, "false", 0, 0, "retry_at returns RETRY on every attempt"),
-    PILOT_SETTING(AOS_SETTING_INT, retry_after_ms, "10", 0, MAX_RETRY_AFTER_MS,
-                  "retry_after_ms of a RETRY"),
+    PILOT_SETTING(AOS_SETTING_INT, retry_after_ms, "10", 0, MAX_RETRY_AFTER_MS, "retry_after_ms of a RETRY"),
     PILOT_SETTING(AOS_SETTING_INT, tokens_per_step, "-1", -1, MAX_UNITS,
                   "tokens reported per call (-1 = input and output bytes / 4)"),
     PILOT_SETTING(AOS_SETTING_INT, cost_micros_per_step, "-1", -1, MAX_UNITS,
@@ -116,6 +120,8 @@ static const struct aos_setting echo_settings[] = {
                              "fail every call whose input contains this text (\"\" = never)"),
     AOS_SETTING_BOOL_FIELD(struct echo, redact, "false",
                            "echo the input as a string with PII replaced by <TYPE> (needs ABI 1.2)"),
+    AOS_SETTING_STRING_FIELD(struct echo, trace_file, 0u, "", 0, 4096,
+                             "append one line per call to this file (\"\" = off): for crash tests"),
     AOS_SETTINGS_END};
 
 /* The steering fields a run input or an agent config may hold. */
@@ -126,8 +132,14 @@ struct field {
     int64_t lo, hi;
 };
 
-#define INT_FIELD(member, lo, hi) {#member, false, offsetof(struct pilot, member), (lo), (hi)}
-#define BOOL_FIELD(member) {#member, true, offsetof(struct pilot, member), 0, 1}
+#define INT_FIELD(member, lo, hi)                                  \
+    {                                                              \
+#member, false, offsetof(struct pilot, member), (lo), (hi) \
+    }
+#define BOOL_FIELD(member)                                  \
+    {                                                       \
+#member, true, offsetof(struct pilot, member), 0, 1 \
+    }
 
 static const struct field fields[] = {
     INT_FIELD(steps, 1, MAX_STEPS),
@@ -143,15 +155,17 @@ static const struct field fields[] = {
 };
 #define NFIELDS (sizeof fields / sizeof fields[0])
 
-static const char known_fields[] = "steps, sleep_ms, approval_at, fail_at, fail_once, retry_at, retry_always, "
-                                   "retry_after_ms, tokens_per_step, cost_micros_per_step";
+static const char known_fields[] =
+    "steps, sleep_ms, approval_at, fail_at, fail_once, retry_at, retry_always, "
+    "retry_after_ms, tokens_per_step, cost_micros_per_step";
 
 static int echo_init(struct aos_ctx *ctx, const struct aos_host *host, void *instance)
 {
     struct echo *e = instance;
     e->host = host;
     if (e->redact && !AOS_HOST_HAS(host, pii_redact)) {
-        host->set_error(ctx, "redact = true needs a host with pii_redact (ABI 1.2), this one provides ABI %u.%u",
+        host->set_error(ctx,
+                        "redact = true needs a host with pii_redact (ABI 1.2), this one provides ABI %u.%u",
                         (unsigned)host->abi_major, (unsigned)host->abi_minor);
         return -1;
     }
@@ -263,8 +277,8 @@ static int field_set(const struct field *f, const struct json_object *v, struct 
      * outside every range here. */
     int64_t n = json_object_get_int64(v);
     if (n < f->lo || n > f->hi) {
-        snprintf(why, whylen, "\"%s\": %lld is out of range %lld..%lld", f->name, (long long)n, (long long)f->lo,
-                 (long long)f->hi);
+        snprintf(why, whylen, "\"%s\": %lld is out of range %lld..%lld", f->name, (long long)n,
+                 (long long)f->lo, (long long)f->hi);
         return -1;
     }
     *(int64_t *)(void *)((char *)p + f->offset) = n;
@@ -296,7 +310,8 @@ static int overlay(const struct json_object *o, bool strict, struct pilot *p, un
 {
     int rc = 0;
     if (strict) {
-        json_object_object_foreach((struct json_object *)o, key, val) {
+        json_object_object_foreach((struct json_object *)o, key, val)
+        {
             (void)val;
             if (field_find(key) == NULL && rc == 0) {
                 snprintf(why, whylen, "unknown key \"%s\" (agent-echo knows %s)", key, known_fields);
@@ -493,7 +508,8 @@ static int read_decision(const struct aos_step_input *in, char *why, size_t whyl
     struct json_object *o = parse(in->decision, in->decision_len, pwhy, sizeof pwhy);
     struct json_object *a = NULL;
     int rc = -1;
-    if (o == NULL || !json_object_object_get_ex(o, "approved", &a) || !json_object_is_type(a, json_type_boolean))
+    if (o == NULL || !json_object_object_get_ex(o, "approved", &a) ||
+        !json_object_is_type(a, json_type_boolean))
         snprintf(why, whylen, "the decision has no boolean \"approved\"");
     else
         rc = json_object_get_boolean(a) ? 1 : 0;
@@ -563,6 +579,30 @@ static void report_usage(const struct pilot *p, size_t input_len, struct aos_ste
         r->cost_micro_usd = (r->tokens_in + r->tokens_out + 999) / 1000;
 }
 
+/* One line per call, "<run_id> <step_index> <attempt> <status>\n", written
+ * with one O_APPEND write before the result goes back to the host: the
+ * crash tests compare it with the checkpoints to prove that no
+ * checkpointed step ever ran again.  Best effort: a failed write is
+ * logged, never a failed step. */
+static void trace_call(struct aos_ctx *ctx, const struct echo *e, const struct aos_step_input *in, int status,
+                       int rc)
+{
+    char line[160];
+    int n, fd;
+
+    if (e->trace_file == NULL || e->trace_file[0] == '\0')
+        return;
+    n = snprintf(line, sizeof line, "%s %u %u %d\n", in->run_id != NULL ? in->run_id : "-", (unsigned)in->step_index,
+                 (unsigned)in->attempt, rc < 0 ? -1 : status);
+    if (n < 0 || (size_t)n >= sizeof line)
+        return;
+    fd = open(e->trace_file, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0 || write(fd, line, (size_t)n) != n)
+        e->host->log(ctx, AOS_LOG_WARN, "trace_file %s: %s", e->trace_file, strerror(errno));
+    if (fd >= 0)
+        close(fd);
+}
+
 static int echo_step(struct aos_ctx *ctx, const void *instance, const struct aos_step_input *in,
                      struct aos_step_result *r)
 {
@@ -625,7 +665,8 @@ static int echo_step(struct aos_ctx *ctx, const void *instance, const struct aos
         if (k == p.approval_at) {
             struct piece val;
             char head[64];
-            int hn = snprintf(head, sizeof head, "{\"step\":%lld,\"action\":\"echo\",\"input\":", (long long)k);
+            int hn =
+                snprintf(head, sizeof head, "{\"step\":%lld,\"action\":\"echo\",\"input\":", (long long)k);
             if (hn < 0 || (size_t)hn >= sizeof head) {
                 h->set_error(ctx, "cannot format the proposal of work step %lld", (long long)k);
                 goto out;
@@ -675,6 +716,7 @@ out:
     h->free(owned);
     /* Reported even when the host drops it (a negative return). */
     report_usage(&p, input_len, r);
+    trace_call(ctx, e, in, r->status, rc);
     return rc;
 }
 

@@ -40,7 +40,7 @@ def err_code(r):
 
 def test_crud(t, d, w):
     admin = w.bearer("acme", "admin")
-    body = agent_body("writer", config={"steps": 3, "nested": {"a": [1, "x"]}}, autonomy="autonomous",
+    body = agent_body("writer", config={"steps": 3, "approval_at": 2, "retry_always": True}, autonomy="autonomous",
                       approval_policy={"risky": True},
                       budget={"tokens_day": 1000, "micro_usd_month": 0, "step_tokens": 0, "step_micro_usd": 2500})
     r = d.request("POST", "/api/v1/agents", body=body, headers=admin)
@@ -48,7 +48,7 @@ def test_crud(t, d, w):
     a = r.json()
     t.ok(len(a.get("id", "")) == 36, "the new agent has an id")
     t.eq((a["name"], a["plugin"], a["config"], a["autonomy"], a["approval_policy"]),
-         ("writer", "agent-echo", {"steps": 3, "nested": {"a": [1, "x"]}}, "autonomous", {"risky": True}),
+         ("writer", "agent-echo", {"steps": 3, "approval_at": 2, "retry_always": True}, "autonomous", {"risky": True}),
          "the response holds what was sent")
     t.eq(a["budget"], {"tokens_day": 1000, "tokens_month": None, "micro_usd_day": None, "micro_usd_month": 0,
                        "step_tokens": 0, "step_micro_usd": 2500},
@@ -121,7 +121,7 @@ def test_validation(t, d, w):
     other_id = r.json()["id"]
     r = d.request("PUT", "/api/v1/agents/" + other_id, body=agent_body("taken"), headers=admin)
     t.eq((r.status, err_code(r)), (409, "name_taken"), "renaming onto a taken name -> 409")
-    r = d.request("PUT", "/api/v1/agents/" + taken_id, body=agent_body("taken", config={"v": 2}), headers=admin)
+    r = d.request("PUT", "/api/v1/agents/" + taken_id, body=agent_body("taken", config={"steps": 4}), headers=admin)
     t.eq(r.status, 200, "PUT keeping its own name is fine")
 
     r = d.request("POST", "/api/v1/agents", body=agent_body("x", plugin="agent-nope"), headers=admin)
@@ -168,9 +168,16 @@ def test_validation(t, d, w):
     r = d.request("POST", "/api/v1/agents", body=[agent_body("x")], headers=admin)
     t.eq(r.status, 400, "a body that is not an object -> 400")
     r = d.request("GET", "/api/v1/agents/" + taken_id, headers=admin)
-    t.eq((r.status, r.json()["config"]), (200, {"v": 2}), "refused PUTs changed nothing")
-    # agent-echo has no validate_config op (plugins/agent-echo/agent_echo.c),
-    # so a plugin's refusal (422 invalid_config) cannot be provoked here.
+    t.eq((r.status, r.json()["config"]), (200, {"steps": 4}), "refused PUTs changed nothing")
+    # The plugin's own refusal (agent-echo's validate_config, man 7 agent-echo).
+    r = d.request("POST", "/api/v1/agents", body=agent_body("x", config={"nested": {"a": 1}}), headers=admin)
+    t.eq((r.status, err_code(r)), (422, "invalid_config"), "a config key the plugin does not know -> 422")
+    t.ok('unknown key "nested"' in r.json()["error"]["message"], "with the plugin's reason", r.body[:300])
+    r = d.request("PUT", "/api/v1/agents/" + taken_id, body=agent_body("taken", config={"steps": 0}), headers=admin)
+    t.eq((r.status, err_code(r)), (422, "invalid_config"), "PUT: a value the plugin refuses -> 422")
+    t.ok('"steps": 0 is out of range 1..10000' in r.json()["error"]["message"], "with the plugin's reason")
+    r = d.request("GET", "/api/v1/agents/" + taken_id, headers=admin)
+    t.eq(r.json()["config"], {"steps": 4}, "the refused PUT changed nothing")
 
 
 def test_plugin_not_allowed(t, d, w):
@@ -210,13 +217,13 @@ def test_roles(t, d, w):
 
 
 def test_cross_tenant(t, d, w):
-    r = d.request("POST", "/api/v1/agents", body=agent_body("acme-only", config={"secret": "s3"}),
+    r = d.request("POST", "/api/v1/agents", body=agent_body("acme-only", config={"tokens_per_step": 31337}),
                   headers=w.bearer("acme", "admin"))
     aid = r.json()["id"]
     g = w.bearer("globex", "admin")
     r = d.request("GET", "/api/v1/agents/" + aid, headers=g)
     t.eq((r.status, err_code(r)), (404, "not_found"), "globex cannot GET acme's agent (404)")
-    t.ok(b"s3" not in r.body and b"acme-only" not in r.body, "and learns nothing of it")
+    t.ok(b"31337" not in r.body and b"acme-only" not in r.body, "and learns nothing of it")
     r = d.request("PUT", "/api/v1/agents/" + aid, body=agent_body("stolen"), headers=g)
     t.eq(r.status, 404, "globex cannot PUT acme's agent (404)")
     r = d.request("PUT", "/api/v1/agents/" + aid, body=agent_body("stolen", plugin="agent-nope"), headers=g)
@@ -228,7 +235,7 @@ def test_cross_tenant(t, d, w):
     r = d.request("POST", "/api/v1/agents", body=agent_body("acme-only"), headers=g)
     t.eq(r.status, 201, "names are per tenant: globex may use the same name")
     r = d.request("GET", "/api/v1/agents/" + aid, headers=w.bearer("acme", "user"))
-    t.eq((r.status, r.json().get("name"), r.json().get("config")), (200, "acme-only", {"secret": "s3"}),
+    t.eq((r.status, r.json().get("name"), r.json().get("config")), (200, "acme-only", {"tokens_per_step": 31337}),
          "acme's agent is untouched")
     r = d.request("GET", "/api/v1/agents/" + aid, headers=dict(g, **{"X-Tenant-ID": TENANT_ID}))
     t.eq(r.status, 403, "a forged X-Tenant-ID is 403")

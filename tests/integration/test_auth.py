@@ -149,8 +149,37 @@ ROUTES = [
     ("GET", "/api/v1/agents/{acme_agent_id}", "user", None),
     ("PUT", "/api/v1/agents/{acme_agent_id}", "admin", {"name": "matrix-2", "plugin": "agent-echo", "config": {}}),
     ("DELETE", "/api/v1/agents/{acme_agent_id}", "admin", None),
+    ("POST", "/api/v1/aoa/run", "user", {"agent": "victim", "input": {}}),
+    ("POST", "/api/v1/agents/{acme_agent_id}/runs", "user", {"input": {}}),
+    ("GET", "/api/v1/runs", "user", None),
+    ("GET", "/api/v1/runs/{acme_run_id}", "user", None),
+    ("POST", "/api/v1/runs/{acme_run_id}/cancel", "user", None),
+    ("POST", "/api/v1/runs/{acme_run_id}/resume", "admin", None),
+    ("GET", "/api/v1/approvals", "approver", None),
+    ("GET", "/api/v1/approvals/{acme_approval_id}", "approver", None),
+    ("POST", "/api/v1/approvals/{acme_approval_id}/approve", "approver", {"comment": "x"}),
+    ("POST", "/api/v1/approvals/{acme_approval_id}/reject", "approver", None),
+    ("GET", "/api/v1/workflows", "user", None),
+    ("POST", "/api/v1/workflows", "admin", {"name": "matrix-wf", "steps": [{"agent": "victim"}]}),
+    ("GET", "/api/v1/workflows/{acme_workflow_id}", "user", None),
+    ("PUT", "/api/v1/workflows/{acme_workflow_id}", "admin", {"name": "matrix-wf-2", "steps": [{"agent": "victim"}]}),
+    ("DELETE", "/api/v1/workflows/{acme_workflow_id}", "admin", None),
+    ("GET", "/api/v1/aoa/dashboard", "user", None),
+    ("GET", "/api/v1/orchestration/vitals", "user", None),
 ]
 RANK = {"user": 1, "approver": 2, "admin": 3}
+
+
+def wait_pending_approval(d, headers, run_id, timeout=20.0):
+    """The id of run_id's pending approval, once the engine has asked for it."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        r = d.request("GET", "/api/v1/approvals?status=pending&limit=100", headers=headers)
+        for a in r.json().get("items", []) if r.status == 200 else []:
+            if a["run_id"] == run_id:
+                return a["id"]
+        time.sleep(0.05)
+    raise RuntimeError("no pending approval for run %s" % run_id)
 
 
 def test_matrix(t, d, w):
@@ -162,6 +191,12 @@ def test_matrix(t, d, w):
     d.request("DELETE", "/api/v1/auth/api-keys/" + revoked["id"], headers=w.bearer("acme", "admin"))
     acme_agent_id = d.request("POST", "/api/v1/agents", body={"name": "victim", "plugin": "agent-echo"},
                               headers=w.bearer("acme", "admin")).json()["id"]
+    # A run of acme waiting for approval: its run and approval ids are targets too.
+    acme_run_id = d.request("POST", "/api/v1/agents/%s/runs" % acme_agent_id, body={"input": {"approval_at": 1}},
+                            headers=w.bearer("acme", "admin")).json()["run_id"]
+    acme_approval_id = wait_pending_approval(d, w.bearer("acme", "admin"), acme_run_id)
+    ids = {"{acme_key_id}": acme_key_id, "{acme_agent_id}": acme_agent_id, "{acme_run_id}": acme_run_id,
+           "{acme_approval_id}": acme_approval_id}
     attacks = {
         "no credentials": ({}, 401),
         "expired token": ({"Authorization": "Bearer " + mint(key, claims_for(TENANT_ID, exp_delta=-3600))}, 401),
@@ -178,13 +213,22 @@ def test_matrix(t, d, w):
         "wrong scheme": ({"Authorization": "Basic dXNlcjpwYXNz"}, 401),
     }
     for method, path, need, body in ROUTES:
-        p = path.replace("{acme_key_id}", acme_key_id).replace("{acme_agent_id}", acme_agent_id)
+        p = path
+        for placeholder, value in ids.items():
+            p = p.replace(placeholder, value)
         for name, (headers, status) in attacks.items():
             r = d.request(method, p, body=body, headers=headers)
             t.eq(r.status, status, "%s %s with %s -> %d" % (method, path, name, status), r.body[:200])
             text = r.body.decode("utf-8", "replace")
-            t.ok(TENANT_ID not in text and acme_key_id not in text and acme_agent_id not in text,
+            t.ok(TENANT_ID not in text and all(v not in text for v in ids.values()),
                  "%s %s with %s leaks no tenant data" % (method, path, name))
+        # The other tenant's admin, with valid credentials of its own: an
+        # acme id is 404 (never 403: no existence oracle) and lists are its own.
+        if any(ph in path for ph in ids):
+            r = d.request(method, p, body=body, headers=w.bearer("globex", "admin"))
+            t.eq(r.status, 404, "%s %s as globex's admin -> 404" % (method, path), r.body[:200])
+            text = r.body.decode("utf-8", "replace")
+            t.ok(all(v not in text for v in ids.values()), "%s %s as globex leaks nothing" % (method, path))
         # Insufficient role, by token and by API key.
         for role in ROLES:
             if RANK[role] >= RANK[need]:

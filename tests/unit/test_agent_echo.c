@@ -171,19 +171,20 @@ static void step(const struct aos_plugin_instance *p, const struct call *c, stru
 
 /* One call with only an input and a state; the result is asserted by the
  * caller. */
-static void step_in(const struct aos_plugin_instance *p, const char *input, const char *state, struct res *out)
+static void step_in(const struct aos_plugin_instance *p, const char *input, const char *state,
+                    struct res *out)
 {
     const struct call c = {.input = input, .state = state};
     step(p, &c, out);
 }
 
-#define assert_fail_with(r, msg)                 \
-    do {                                         \
-        assert_int_equal((r)->rc, 0);            \
+#define assert_fail_with(r, msg)                      \
+    do {                                              \
+        assert_int_equal((r)->rc, 0);                 \
         assert_int_equal((r)->status, AOS_STEP_FAIL); \
-        assert_null((r)->output);                \
-        assert_null((r)->state);                 \
-        assert_string_equal((r)->err, (msg));    \
+        assert_null((r)->output);                     \
+        assert_null((r)->state);                      \
+        assert_string_equal((r)->err, (msg));         \
     } while (0)
 
 /* ---------------------------------------------------------------- a host */
@@ -204,7 +205,7 @@ struct run {
 static void drive(const struct aos_plugin_instance *p, const char *input, const char *config,
                   const char *decisions, uint32_t max_attempts, struct run *run)
 {
-    char *state = NULL;     /* the state before the current call */
+    char *state = NULL; /* the state before the current call */
     const char *decision = NULL;
     size_t nt = 0;
     uint32_t index = 0, attempt = 1;
@@ -212,8 +213,12 @@ static void drive(const struct aos_plugin_instance *p, const char *input, const 
     memset(run, 0, sizeof *run);
     for (;;) {
         assert_true(nt + 1 < sizeof run->trace);
-        const struct call c = {.input = input, .config = config, .state = state, .decision = decision,
-                               .index = index, .attempt = attempt};
+        const struct call c = {.input = input,
+                               .config = config,
+                               .state = state,
+                               .decision = decision,
+                               .index = index,
+                               .attempt = attempt};
         struct res r;
         step(p, &c, &r);
         run->calls++;
@@ -380,12 +385,15 @@ static void test_approval_approved(void **state)
     step_in(p, in, "{\"done\":1}", &r);
     assert_int_equal(r.rc, 0);
     assert_int_equal(r.status, AOS_STEP_NEEDS_APPROVAL);
-    assert_string_equal(r.output, "{\"step\":2,\"action\":\"echo\",\"input\":{\"steps\":3,\"approval_at\":2}}");
+    assert_string_equal(r.output,
+                        "{\"step\":2,\"action\":\"echo\",\"input\":{\"steps\":3,\"approval_at\":2}}");
     assert_null(r.state);
     res_free(&r);
 
     /* The next call: same state, the decision -- work step 2 is done. */
-    const struct call yes = {.input = in, .state = "{\"done\":1}", .index = 2,
+    const struct call yes = {.input = in,
+                             .state = "{\"done\":1}",
+                             .index = 2,
                              .decision = "{\"approved\": true, \"comment\": \"fine\"}"};
     step(p, &yes, &r);
     assert_int_equal(r.rc, 0);
@@ -542,12 +550,12 @@ static void test_usage(void **state)
 
     /* Chosen figures on every kind of call. */
     const char *kinds[] = {
-        "{\"steps\":2,\"tokens_per_step\":7,\"cost_micros_per_step\":123}",                    /* CONTINUE */
-        "{\"approval_at\":1,\"tokens_per_step\":7,\"cost_micros_per_step\":123}",               /* APPROVAL */
-        "{\"retry_at\":1,\"tokens_per_step\":7,\"cost_micros_per_step\":123}",                  /* RETRY */
-        "{\"fail_at\":1,\"tokens_per_step\":7,\"cost_micros_per_step\":123}",                   /* FAIL */
-        "{\"steps\":0,\"tokens_per_step\":7,\"cost_micros_per_step\":123}",                     /* bad value */
-        "{\"tokens_per_step\":7,\"cost_micros_per_step\":123}",                                 /* DONE */
+        "{\"steps\":2,\"tokens_per_step\":7,\"cost_micros_per_step\":123}",       /* CONTINUE */
+        "{\"approval_at\":1,\"tokens_per_step\":7,\"cost_micros_per_step\":123}", /* APPROVAL */
+        "{\"retry_at\":1,\"tokens_per_step\":7,\"cost_micros_per_step\":123}",    /* RETRY */
+        "{\"fail_at\":1,\"tokens_per_step\":7,\"cost_micros_per_step\":123}",     /* FAIL */
+        "{\"steps\":0,\"tokens_per_step\":7,\"cost_micros_per_step\":123}",       /* bad value */
+        "{\"tokens_per_step\":7,\"cost_micros_per_step\":123}",                   /* DONE */
     };
     const int want[] = {AOS_STEP_CONTINUE, AOS_STEP_NEEDS_APPROVAL, AOS_STEP_RETRY,
                         AOS_STEP_FAIL,     AOS_STEP_FAIL,           AOS_STEP_DONE};
@@ -615,7 +623,8 @@ static void test_precedence(void **state)
 {
     (void)state;
     struct loaded l;
-    const struct aos_plugin_instance *p = must_load(&l, "steps = 4; tokens_per_step = 10; retry_after_ms = 30;");
+    const struct aos_plugin_instance *p =
+        must_load(&l, "steps = 4; tokens_per_step = 10; retry_after_ms = 30;");
     struct run run;
 
     drive(p, "{}", NULL, NULL, 3, &run);
@@ -674,8 +683,9 @@ static void test_precedence(void **state)
     unload(&l);
 
     /* Every contract field is a setting too (sleep_ms's is delay_ms). */
-    p = must_load(&l, "steps = 3; approval_at = 2; fail_at = 3; fail_once = true; retry_at = 1; "
-                      "retry_always = false; retry_after_ms = 5; tokens_per_step = 4; cost_micros_per_step = 9;");
+    p = must_load(&l,
+                  "steps = 3; approval_at = 2; fail_at = 3; fail_once = true; retry_at = 1; "
+                  "retry_always = false; retry_after_ms = 5; tokens_per_step = 4; cost_micros_per_step = 9;");
     drive(p, "{}", NULL, "y", 3, &run);
     assert_string_equal(run.trace, "RCACTD");
     /* Six calls; the wrapper drops what the transient one reported. */
@@ -699,7 +709,8 @@ static void test_bad_values(void **state)
         {"{\"steps\":\"3\"}", "input: \"steps\" must be an integer, not a string"},
         {"{\"steps\":2.0}", "input: \"steps\" must be an integer, not a number with a fraction"},
         /* json-c saturates what int64 cannot hold. */
-        {"{\"steps\":99999999999999999999999}", "input: \"steps\": 9223372036854775807 is out of range 1..10000"},
+        {"{\"steps\":99999999999999999999999}",
+         "input: \"steps\": 9223372036854775807 is out of range 1..10000"},
         {"{\"steps\":9223372036854775807}", "input: \"steps\": 9223372036854775807 is out of range 1..10000"},
         {"{\"sleep_ms\":600001}", "input: \"sleep_ms\": 600001 is out of range 0..600000"},
         {"{\"sleep_ms\":-1}", "input: \"sleep_ms\": -1 is out of range 0..600000"},
@@ -731,9 +742,10 @@ static void test_bad_values(void **state)
     /* A bad agent config fails the step too, naming the culprit. */
     const struct call c = {.input = "{}", .config = "{\"nested\":{\"a\":1}}"};
     step(p, &c, &r);
-    assert_fail_with(&r, "agent config: unknown key \"nested\" (agent-echo knows steps, sleep_ms, approval_at, "
-                         "fail_at, fail_once, retry_at, retry_always, retry_after_ms, tokens_per_step, "
-                         "cost_micros_per_step)");
+    assert_fail_with(&r,
+                     "agent config: unknown key \"nested\" (agent-echo knows steps, sleep_ms, approval_at, "
+                     "fail_at, fail_once, retry_at, retry_always, retry_after_ms, tokens_per_step, "
+                     "cost_micros_per_step)");
     res_free(&r);
     const struct call c2 = {.input = "{\"steps\":2}", .config = "{\"steps\":0}"};
     step(p, &c2, &r);
@@ -763,11 +775,12 @@ static void test_validate_config(void **state)
         const char *config, *err;
     } bad[] = {
         {"{\"steps\":3,\"nested\":{\"a\":[1,\"x\"]}}",
-         "unknown key \"nested\" (agent-echo knows steps, sleep_ms, approval_at, fail_at, fail_once, retry_at, "
+         "unknown key \"nested\" (agent-echo knows steps, sleep_ms, approval_at, fail_at, fail_once, "
+         "retry_at, "
          "retry_always, retry_after_ms, tokens_per_step, cost_micros_per_step)"},
-        {"{\"approval\":true}",
-         "unknown key \"approval\" (agent-echo knows steps, sleep_ms, approval_at, fail_at, fail_once, retry_at, "
-         "retry_always, retry_after_ms, tokens_per_step, cost_micros_per_step)"},
+        {"{\"approval\":true}", "unknown key \"approval\" (agent-echo knows steps, sleep_ms, approval_at, "
+                                "fail_at, fail_once, retry_at, "
+                                "retry_always, retry_after_ms, tokens_per_step, cost_micros_per_step)"},
         {"{\"steps\":0}", "\"steps\": 0 is out of range 1..10000"},
         {"{\"steps\":\"2\"}", "\"steps\" must be an integer, not a string"},
         {"{\"retry_always\":1}", "\"retry_always\" must be true or false, not an integer"},
@@ -776,18 +789,20 @@ static void test_validate_config(void **state)
         {"\"x\"", "the config must be a JSON object, not a string"},
         {"null", "the config must be a JSON object (null)"},
         {"", "the config must be a JSON object (empty)"},
-        {"{\"steps\":1} x", "the config must be a JSON object (invalid JSON at byte 12: unexpected character)"},
+        {"{\"steps\":1} x",
+         "the config must be a JSON object (invalid JSON at byte 12: unexpected character)"},
         {"5", "the config must be a JSON object, not an integer"},
         {"{\"steps\":", "the config must be a JSON object (invalid JSON at byte 9: unexpected end of data)"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
-        assert_int_equal(aos_plugin_agent_validate_config(p, bad[i].config, strlen(bad[i].config), err, sizeof err),
-                         -1);
+        assert_int_equal(
+            aos_plugin_agent_validate_config(p, bad[i].config, strlen(bad[i].config), err, sizeof err), -1);
         assert_string_equal(err, bad[i].err);
     }
     /* The whole length counts: nothing hides behind a NUL. */
     assert_int_equal(aos_plugin_agent_validate_config(p, "{}\0{\"x\":1}", 10, err, sizeof err), -1);
-    assert_string_equal(err, "the config must be a JSON object (invalid JSON at byte 2: trailing characters)");
+    assert_string_equal(err,
+                        "the config must be a JSON object (invalid JSON at byte 2: trailing characters)");
     unload(&l);
 }
 
@@ -891,8 +906,8 @@ static void test_redact(void **state)
     struct run run;
     drive(p, in, NULL, "y", 3, &run);
     assert_string_equal(run.trace, "AD");
-    assert_string_equal(run.output,
-                        "{\"echo\":\"{\\\"approval_at\\\":1,\\\"to\\\":\\\"<EMAIL_ADDRESS>\\\"}\",\"steps\":1}");
+    assert_string_equal(
+        run.output, "{\"echo\":\"{\\\"approval_at\\\":1,\\\"to\\\":\\\"<EMAIL_ADDRESS>\\\"}\",\"steps\":1}");
     run_free(&run);
     struct res r;
     step_in(p, in, NULL, &r);
@@ -913,20 +928,13 @@ int main(void)
 {
     aos_log_configure(AOS_LVL_WARN, AOS_LOG_TEXT);
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_descriptor),
-        cmocka_unit_test(test_steps_thread_state),
-        cmocka_unit_test(test_approval_approved),
-        cmocka_unit_test(test_approval_rejected),
-        cmocka_unit_test(test_fail_at),
-        cmocka_unit_test(test_fail_once),
-        cmocka_unit_test(test_retry_at),
-        cmocka_unit_test(test_usage),
-        cmocka_unit_test(test_precedence),
-        cmocka_unit_test(test_bad_values),
-        cmocka_unit_test(test_validate_config),
-        cmocka_unit_test(test_settings),
-        cmocka_unit_test(test_reference_block),
-        cmocka_unit_test(test_redact),
+        cmocka_unit_test(test_descriptor),        cmocka_unit_test(test_steps_thread_state),
+        cmocka_unit_test(test_approval_approved), cmocka_unit_test(test_approval_rejected),
+        cmocka_unit_test(test_fail_at),           cmocka_unit_test(test_fail_once),
+        cmocka_unit_test(test_retry_at),          cmocka_unit_test(test_usage),
+        cmocka_unit_test(test_precedence),        cmocka_unit_test(test_bad_values),
+        cmocka_unit_test(test_validate_config),   cmocka_unit_test(test_settings),
+        cmocka_unit_test(test_reference_block),   cmocka_unit_test(test_redact),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

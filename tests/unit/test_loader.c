@@ -1121,35 +1121,20 @@ static void test_agent_echo(void **state)
     assert_true(aos_plugin_instance_flags(p) & AOS_PLUGIN_THREAD_SAFE);
     assert_string_equal(aos_plugin_instance_version(p), PACKAGE_VERSION);
 
+    /* The whole contract (man 7 agent-echo) is tests/unit/test_agent_echo.c;
+     * here only that the real plugin steps through the loader. */
     struct aos_step_result r;
     char err[256];
     const char *input = "{\"a\":1}";
-    const char *echoed = "{\"echo\":{\"a\":1},\"steps\":2}";
 
     assert_int_equal(step_json(p, input, 0, NULL, &r, err, sizeof err), 0);
     assert_int_equal(r.status, AOS_STEP_CONTINUE);
-    assert_int_equal(r.state.len, strlen("{\"step\":1}"));
-    assert_memory_equal(r.state.data, "{\"step\":1}", r.state.len);
+    assert_int_equal(r.state.len, strlen("{\"done\":1}"));
+    assert_memory_equal(r.state.data, "{\"done\":1}", r.state.len);
     assert_null(r.output.data);
-    aos_plugin_step_result_release(&r);
-
-    assert_int_equal(step_json(p, input, 1, NULL, &r, err, sizeof err), 0);
-    assert_int_equal(r.status, AOS_STEP_NEEDS_APPROVAL);
-    assert_int_equal(r.output.len, strlen(echoed));
-    assert_memory_equal(r.output.data, echoed, r.output.len);
     assert_int_equal(r.tokens_in, strlen(input) / 4);
-    assert_int_equal(r.tokens_out, strlen(echoed) / 4);
+    assert_int_equal(r.tokens_out, strlen("{\"done\":1}") / 4);
     assert_int_equal(r.cost_micro_usd, 1);
-    aos_plugin_step_result_release(&r);
-
-    assert_int_equal(step_json(p, input, 1, "{\"approved\":true}", &r, err, sizeof err), 0);
-    assert_int_equal(r.status, AOS_STEP_DONE);
-    assert_memory_equal(r.output.data, echoed, r.output.len);
-    aos_plugin_step_result_release(&r);
-
-    assert_int_equal(step_json(p, input, 1, "{\"approved\": false}", &r, err, sizeof err), 0);
-    assert_int_equal(r.status, AOS_STEP_FAIL);
-    assert_string_equal(err, "the proposal was rejected");
     aos_plugin_step_result_release(&r);
 
     assert_int_equal(step_json(p, "{\"say\":\"boom\"}", 0, NULL, &r, err, sizeof err), 0);
@@ -1157,9 +1142,10 @@ static void test_agent_echo(void **state)
     assert_string_equal(err, "input contains \"boom\" (fail_on)");
     aos_plugin_step_result_release(&r);
 
-    /* No input: echoes null. */
-    assert_int_equal(step_json(p, NULL, 5, "{\"approved\":true}", &r, err, sizeof err), 0);
-    assert_memory_equal(r.output.data, "{\"echo\":null,\"steps\":2}", r.output.len);
+    /* A decision applies to the call it comes with. */
+    assert_int_equal(step_json(p, NULL, 5, "{\"approved\":false}", &r, err, sizeof err), 0);
+    assert_int_equal(r.status, AOS_STEP_FAIL);
+    assert_string_equal(err, "rejected by approver");
     aos_plugin_step_result_release(&r);
     aos_plugin_set_free(set);
     fx_done(&f);
@@ -1178,8 +1164,8 @@ static void test_agent_echo(void **state)
     fx_init(&f, "plugins/agent-echo/.libs", "agent-echo = { steps = 0; };", names);
     assert_null(fx_load(&f, NULL));
     assert_refusal(&f, 0, "agent-echo",
-                   "test.conf:1: plugins.agent-echo.steps: 0 is out of range 1..100 (steps "
-                   "before the run is DONE)");
+                   "test.conf:1: plugins.agent-echo.steps: 0 is out of range 1..10000 (work "
+                   "steps before the run is DONE)");
     fx_done(&f);
 }
 

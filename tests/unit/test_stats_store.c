@@ -75,6 +75,8 @@ static int tx_end(struct aos_store_tx *t, int rc)
 
 static struct aos_db_param opt_int(int64_t v) { return v >= 0 ? AOS_DB_P_INT(v) : AOS_DB_P_NULL; }
 
+static int64_t agents_made;
+
 static void agent(struct fx *f, const char *tenant, const char *name, int64_t tokens_day, int64_t usd_month,
                   char id[AOS_ID_LEN])
 {
@@ -86,12 +88,18 @@ static void agent(struct fx *f, const char *tenant, const char *name, int64_t to
     s.budget_tokens_day = tokens_day;
     s.budget_micro_usd_month = usd_month;
     OK(f, aos_store_agent_create(tx, tenant, &s, id, E));
+    /* Distinct creation times: agents are listed oldest first, and two
+     * created in the same millisecond would be ordered by id. */
+    agents_made++;
+    struct aos_db_param p[] = {AOS_DB_P_INT(NOW - 100 * DAY + agents_made), AOS_DB_P_TEXT(id)};
+    OK(f, aos_store_exec(tx, "UPDATE agents SET created_at = $1 WHERE id = $2", p, 2, NULL, E));
 }
 
 /* A run; agent_id or workflow_id NULL; finished -1 = not finished.
  * Running runs get a lease expiring at `lease` (else none). */
 static void run(struct fx *f, const char *tenant, char id[AOS_ID_LEN], const char *agent_id,
-                const char *workflow_id, const char *status, int64_t run_after, int64_t lease, int64_t finished)
+                const char *workflow_id, const char *status, int64_t run_after, int64_t lease,
+                int64_t finished)
 {
     aos_store_id_new(id);
     struct aos_db_param p[] = {AOS_DB_P_TEXT(id),
@@ -104,23 +112,25 @@ static void run(struct fx *f, const char *tenant, char id[AOS_ID_LEN], const cha
                                opt_int(lease),
                                AOS_DB_P_INT(NOW - 10 * DAY),
                                opt_int(finished)};
-    OK(f, aos_store_exec(tx,
-                         "INSERT INTO runs (id, tenant_id, agent_id, workflow_id, status, created_by, run_after, "
-                         "lease_owner, lease_expires, created_at, updated_at, finished_at) "
-                         "VALUES ($1, $2, $3, $4, $5, 'user-1', $6, $7, $8, $9, $9, $10)",
-                         p, sizeof(p) / sizeof(p[0]), NULL, E));
+    OK(f, aos_store_exec(
+              tx,
+              "INSERT INTO runs (id, tenant_id, agent_id, workflow_id, status, created_by, run_after, "
+              "lease_owner, lease_expires, created_at, updated_at, finished_at) "
+              "VALUES ($1, $2, $3, $4, $5, 'user-1', $6, $7, $8, $9, $9, $10)",
+              p, sizeof(p) / sizeof(p[0]), NULL, E));
 }
 
 static void step(struct fx *f, const char *tenant, const char *run_id, int seq, const char *agent_id,
                  const char *outcome, int64_t started, int64_t finished)
 {
-    struct aos_db_param p[] = {AOS_DB_P_TEXT(tenant),  AOS_DB_P_TEXT(run_id),  AOS_DB_P_INT(seq),
+    struct aos_db_param p[] = {AOS_DB_P_TEXT(tenant),   AOS_DB_P_TEXT(run_id),  AOS_DB_P_INT(seq),
                                AOS_DB_P_TEXT(agent_id), AOS_DB_P_TEXT(outcome), AOS_DB_P_INT(started),
                                AOS_DB_P_INT(finished)};
-    OK(f, aos_store_exec(tx,
-                         "INSERT INTO steps (tenant_id, run_id, seq, agent_id, outcome, started_at, finished_at) "
-                         "VALUES ($1, $2, $3, $4, $5, $6, $7)",
-                         p, sizeof(p) / sizeof(p[0]), NULL, E));
+    OK(f, aos_store_exec(
+              tx,
+              "INSERT INTO steps (tenant_id, run_id, seq, agent_id, outcome, started_at, finished_at) "
+              "VALUES ($1, $2, $3, $4, $5, $6, $7)",
+              p, sizeof(p) / sizeof(p[0]), NULL, E));
 }
 
 static void approval(struct fx *f, const char *tenant, const char *run_id, int seq, const char *status,
@@ -138,10 +148,11 @@ static void approval(struct fx *f, const char *tenant, const char *run_id, int s
                                pending ? AOS_DB_P_NULL : AOS_DB_P_TEXT("approver-1"),
                                pending ? AOS_DB_P_NULL : AOS_DB_P_INT(created + 1),
                                AOS_DB_P_INT(created)};
-    OK(f, aos_store_exec(tx,
-                         "INSERT INTO approvals (id, tenant_id, run_id, step_seq, proposal, status, requested_by, "
-                         "decided_by, decided_at, created_at) VALUES ($1, $2, $3, $4, '{}', $5, 'user-1', $6, $7, $8)",
-                         p, sizeof(p) / sizeof(p[0]), NULL, E));
+    OK(f, aos_store_exec(
+              tx,
+              "INSERT INTO approvals (id, tenant_id, run_id, step_seq, proposal, status, requested_by, "
+              "decided_by, decided_at, created_at) VALUES ($1, $2, $3, $4, '{}', $5, 'user-1', $6, $7, $8)",
+              p, sizeof(p) / sizeof(p[0]), NULL, E));
 }
 
 static void usage(struct fx *f, const char *tenant, const char *day, const char *agent_id, int64_t tin,
@@ -150,11 +161,12 @@ static void usage(struct fx *f, const char *tenant, const char *day, const char 
     struct aos_db_param p[] = {AOS_DB_P_TEXT(tenant), AOS_DB_P_TEXT(day), AOS_DB_P_TEXT(agent_id),
                                AOS_DB_P_INT(tin),     AOS_DB_P_INT(tout), AOS_DB_P_INT(usd),
                                AOS_DB_P_INT(rtok),    AOS_DB_P_INT(rusd), AOS_DB_P_INT(NOW)};
-    OK(f, aos_store_exec(tx,
-                         "INSERT INTO usage (tenant_id, day, agent_id, tokens_in, tokens_out, micro_usd, "
-                         "reserved_tokens, reserved_micro_usd, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, "
-                         "$9)",
-                         p, sizeof(p) / sizeof(p[0]), NULL, E));
+    OK(f, aos_store_exec(
+              tx,
+              "INSERT INTO usage (tenant_id, day, agent_id, tokens_in, tokens_out, micro_usd, "
+              "reserved_tokens, reserved_micro_usd, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, "
+              "$9)",
+              p, sizeof(p) / sizeof(p[0]), NULL, E));
 }
 
 /* ---------------------------------------------------------------- the world */
@@ -184,9 +196,9 @@ static void world(struct fx *f)
     OK(f, aos_store_workflow_create(tx, TENANT_A, &wspec, w, E));
 
     /* In flight (finished_at unset): counted whatever their age. */
-    run(f, TENANT_A, r[1], a1, NULL, "queued", NOW - 5000, -1, -1);        /* ready */
-    run(f, TENANT_A, r[2], a1, NULL, "queued", NOW + 10000, -1, -1);       /* delayed (retry) */
-    run(f, TENANT_A, r[3], a1, NULL, "running", NOW - 9000, NOW - 1, -1);  /* lease expired */
+    run(f, TENANT_A, r[1], a1, NULL, "queued", NOW - 5000, -1, -1);       /* ready */
+    run(f, TENANT_A, r[2], a1, NULL, "queued", NOW + 10000, -1, -1);      /* delayed (retry) */
+    run(f, TENANT_A, r[3], a1, NULL, "running", NOW - 9000, NOW - 1, -1); /* lease expired */
     run(f, TENANT_A, r[4], a2, NULL, "running", NOW - 9000, NOW + 30000, -1);
     run(f, TENANT_A, r[5], a2, NULL, "waiting_approval", NOW - 9000, -1, -1);
     run(f, TENANT_A, r[11], a1, NULL, "budget_exceeded", NOW - 9000, -1, -1);
@@ -203,16 +215,16 @@ static void world(struct fx *f)
     /* Steps (latency = finished - started).  In the 1h window, sorted:
      * 0 10 10 50 100 200 300 700 1000: count 9, max 1000, p50 = 5th = 100,
      * p95 = p99 = 9th = 1000.  a1: 0 10 100 200 300 1000; a2: 10 50. */
-    step(f, TENANT_A, r[6], 0, a1, "continue", NOW - 120100, NOW - 120000);  /* 100; not the last minute */
-    step(f, TENANT_A, r[6], 1, a1, "continue", NOW - 1800, NOW - 1500);      /* 300 */
-    step(f, TENANT_A, r[6], 2, a1, "failed", NOW - 1400, NOW - 1200);        /* 200, failed */
-    step(f, TENANT_A, r[9], 0, a2, "done", NOW - 150, NOW - 100);            /* 50 */
-    step(f, TENANT_A, r[10], 0, a1, "done", NOW - 1050, NOW - 50);           /* 1000 */
-    step(f, TENANT_A, r[10], 1, a2, "done", NOW - 50, NOW - 40);             /* 10 */
-    step(f, TENANT_A, r[8], 0, a1, "continue", NOW - 900, NOW - 1000);       /* clock went back: 0 */
-    step(f, TENANT_A, r[12], 0, a3, "done", NOW - 730, NOW - 30);            /* 700, deleted agent */
-    step(f, TENANT_A, r[14], 0, a1, "needs_approval", NOW - 80, NOW - 70);   /* 10 */
-    step(f, TENANT_A, r[7], 0, a1, "failed", SINCE - 5010, SINCE - 10);      /* 5000: 24h only */
+    step(f, TENANT_A, r[6], 0, a1, "continue", NOW - 120100, NOW - 120000); /* 100; not the last minute */
+    step(f, TENANT_A, r[6], 1, a1, "continue", NOW - 1800, NOW - 1500);     /* 300 */
+    step(f, TENANT_A, r[6], 2, a1, "failed", NOW - 1400, NOW - 1200);       /* 200, failed */
+    step(f, TENANT_A, r[9], 0, a2, "done", NOW - 150, NOW - 100);           /* 50 */
+    step(f, TENANT_A, r[10], 0, a1, "done", NOW - 1050, NOW - 50);          /* 1000 */
+    step(f, TENANT_A, r[10], 1, a2, "done", NOW - 50, NOW - 40);            /* 10 */
+    step(f, TENANT_A, r[8], 0, a1, "continue", NOW - 900, NOW - 1000);      /* clock went back: 0 */
+    step(f, TENANT_A, r[12], 0, a3, "done", NOW - 730, NOW - 30);           /* 700, deleted agent */
+    step(f, TENANT_A, r[14], 0, a1, "needs_approval", NOW - 80, NOW - 70);  /* 10 */
+    step(f, TENANT_A, r[7], 0, a1, "failed", SINCE - 5010, SINCE - 10);     /* 5000: 24h only */
 
     /* Approvals: pending ones count whatever their age; a2's by its run,
      * a1's by the workflow step that asked. */
@@ -223,12 +235,12 @@ static void world(struct fx *f)
 
     /* Usage, today = 2024-03-15, month from 2024-03-01. */
     usage(f, TENANT_A, "2024-03-15", a1, 100, 50, 7000, 10, 20);
-    usage(f, TENANT_A, "2024-03-15", NIL_ID, 1, 2, 3, 0, 0);   /* unattributed */
+    usage(f, TENANT_A, "2024-03-15", NIL_ID, 1, 2, 3, 0, 0); /* unattributed */
     usage(f, TENANT_A, "2024-03-01", a1, 1000, 0, 500, 0, 0);
-    usage(f, TENANT_A, "2024-02-29", a1, 99999, 9, 9, 9, 9);   /* last month */
-    usage(f, TENANT_A, "2024-03-16", a1, 55555, 5, 5, 5, 5);   /* "tomorrow" (a clock ahead) */
+    usage(f, TENANT_A, "2024-02-29", a1, 99999, 9, 9, 9, 9); /* last month */
+    usage(f, TENANT_A, "2024-03-16", a1, 55555, 5, 5, 5, 5); /* "tomorrow" (a clock ahead) */
     usage(f, TENANT_A, "2024-03-10", a2, 5, 5, 5, 1, 1);
-    usage(f, TENANT_A, "2024-03-14", a3, 7, 0, 0, 0, 0);       /* deleted agent */
+    usage(f, TENANT_A, "2024-03-14", a3, 7, 0, 0, 0, 0); /* deleted agent */
 
     /* Tenant B: one of everything, never in A's figures. */
     run(f, TENANT_B, rb, bagent, NULL, "queued", NOW - 1, -1, -1);
@@ -270,8 +282,8 @@ static void assert_latency(const struct aos_stats_latency *l, int64_t count, int
     assert_int_equal(l->max, max);
 }
 
-static void assert_spend(const struct aos_stats_spend *s, int64_t tin, int64_t tout, int64_t usd, int64_t rtok,
-                         int64_t rusd)
+static void assert_spend(const struct aos_stats_spend *s, int64_t tin, int64_t tout, int64_t usd,
+                         int64_t rtok, int64_t rusd)
 {
     assert_int_equal(s->tokens_in, tin);
     assert_int_equal(s->tokens_out, tout);

@@ -86,7 +86,10 @@ static struct aos_workflow_spec spec_of(const char *name, const struct aos_workf
     return s;
 }
 
-static void step_set(struct aos_workflow_step *s, const char *id) { snprintf(s->agent_id, AOS_ID_LEN, "%s", id); }
+static void step_set(struct aos_workflow_step *s, const char *id)
+{
+    snprintf(s->agent_id, AOS_ID_LEN, "%s", id);
+}
 
 static void assert_json_eq(const char *got, const char *want)
 {
@@ -254,8 +257,8 @@ static void test_resolve(void **state)
     for (i = 0; i <= AOS_WORKFLOW_STEPS_MAX; i++)
         refs[i] = "alpha";
     OK(f, aos_store_workflow_resolve_steps(tx, TENANT_A, refs, AOS_WORKFLOW_STEPS_MAX, steps, NULL, E));
-    assert_int_equal(TX(f, aos_store_workflow_resolve_steps(tx, TENANT_A, refs, AOS_WORKFLOW_STEPS_MAX + 1, steps,
-                                                            &bad, E)),
+    assert_int_equal(TX(f, aos_store_workflow_resolve_steps(tx, TENANT_A, refs, AOS_WORKFLOW_STEPS_MAX + 1,
+                                                            steps, &bad, E)),
                      AOS_DB_CONSTRAINT);
     assert_int_equal(TX(f, aos_store_workflow_resolve_steps(tx, TENANT_A, refs, 0, steps, &bad, E)),
                      AOS_DB_CONSTRAINT);
@@ -556,8 +559,11 @@ static void test_malformed_definition(void **state)
     char a1[AOS_ID_LEN], id[AOS_ID_LEN];
     struct aos_workflow_step sa;
     struct aos_workflow w;
-    static const char *const bad[] = {"{}", "{\"steps\":[]}", "{\"steps\":[{\"agent\":\"x\"}]}",
-                                      "{\"steps\":[{\"agent\":1}]}", "{\"steps\":{}}",
+    static const char *const bad[] = {"{}",
+                                      "{\"steps\":[]}",
+                                      "{\"steps\":[{\"agent\":\"x\"}]}",
+                                      "{\"steps\":[{\"agent\":1}]}",
+                                      "{\"steps\":{}}",
                                       "{\"steps\":[{\"agent\":\"" MISSING_ID "\"}],\"description\":5}"};
 
     agent(f, TENANT_A, "alpha", a1);
