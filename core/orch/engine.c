@@ -269,9 +269,9 @@ static void limits_for(const struct aos_conf *conf, const char *tenant_id, const
 static void reserve_amounts(const struct aos_engine *e, const struct aos_agent *agent, int64_t *tokens,
                             int64_t *micro)
 {
-    (void)agent; /* TODO(agents.step_reserve_*): per-agent declaration */
-    *tokens = e->conf.step_reserve_tokens;
-    *micro = e->conf.step_reserve_micro_usd;
+    /* What the agent declares one step may spend, else the engine's default. */
+    *tokens = agent->step_reserve_tokens >= 0 ? agent->step_reserve_tokens : e->conf.step_reserve_tokens;
+    *micro = agent->step_reserve_micro_usd >= 0 ? agent->step_reserve_micro_usd : e->conf.step_reserve_micro_usd;
 }
 
 /* ------------------------------------------------------------ committer */

@@ -269,6 +269,15 @@ def test_budgets(t, d, w):
     r = d.request("POST", "/api/v1/runs/%s/resume" % rid, headers=admin)
     t.eq((r.status, err_code(r)), (409, "not_resumable"), "resuming a finished run -> 409")
 
+    # The reservation is the agent's declared step maximum when it has one
+    # (budget.step_tokens), else engine.step_reserve_tokens (100 here).
+    small = new_agent(d, admin, "declared", budget={"tokens_day": 120, "step_tokens": 50})
+    big = new_agent(d, admin, "undeclared", budget={"tokens_day": 120})
+    run = wait_run(d, admin, start(d, admin, small, steps=4, tokens_per_step=50), until=FINAL + ("budget_exceeded",))
+    t.eq((run["status"], len(run["steps"])), ("budget_exceeded", 2), "reserving 50 per step: two steps fit in 120")
+    run = wait_run(d, admin, start(d, admin, big, steps=4, tokens_per_step=50), until=FINAL + ("budget_exceeded",))
+    t.eq((run["status"], len(run["steps"])), ("budget_exceeded", 1), "reserving the default 100: only one does")
+
     # Concurrency: 12 runs of 3 steps race for 1000 tokens; reservations
     # are atomic, so the total spent never exceeds the budget.
     aid = new_agent(d, admin, "racer", budget={"tokens_day": 1000})
