@@ -3,6 +3,7 @@
 #include "api/api.h"
 
 #include "events/events.h"
+#include "orch/engine.h"
 #include "http/http.h"
 #include "gateway/journal.h"
 #include "http/server.h"
@@ -108,6 +109,8 @@ static void handle_metrics(struct aos_http_request *req, void *ctx)
         aos_journal_get_stats(app->journal, &js);
     struct aos_events_stats es;
     aos_events_get_stats(app->events, &es);
+    struct aos_engine_stats en;
+    aos_engine_get_stats(app->engine, &en);
     const struct aos_metrics_gauge gauges[] = {
         {"aosd_plugins_loaded", "Plugins loaded and initialised.", plugins},
         {"aosd_config_generation", "Configuration generation in force (1 at start, +1 per reload).", generation},
@@ -129,6 +132,15 @@ static void handle_metrics(struct aos_http_request *req, void *ctx)
         {"aosd_events_poll_failures", "Reads of new events from the store that failed.", (double)es.poll_failures},
         {"aosd_events_redis_up", "1 while subscribed to the Redis wake-up channel.", es.redis_up ? 1.0 : 0.0},
         {"aosd_events_redis_wakeups", "Wake-ups received from other nodes through Redis.", (double)es.redis_wakeups},
+        {"aosd_engine_workers", "Engine worker threads.", (double)en.workers},
+        {"aosd_engine_busy_workers", "Engine workers executing a run now.", (double)en.busy},
+        {"aosd_engine_steps", "Step calls made (every attempt).", (double)en.steps},
+        {"aosd_engine_checkpoints", "Checkpoints committed.", (double)en.checkpoints},
+        {"aosd_engine_commits", "Group-commit transactions (checkpoints / commits = batch size).", (double)en.commits},
+        {"aosd_engine_retries", "Step attempts that failed and were retried.", (double)en.retries},
+        {"aosd_engine_lease_lost", "Step results dropped because the run's lease had been lost.", (double)en.lease_lost},
+        {"aosd_engine_claims", "Runs claimed from the queue.", (double)en.claims},
+        {"aosd_engine_takeovers", "Runs taken over after their lease expired.", (double)en.takeovers},
     };
     size_t len = 0;
     char *text = aos_metrics_render(app->metrics, gauges, sizeof gauges / sizeof gauges[0], &len);

@@ -134,6 +134,8 @@ static void sub_free(struct sub *s)
     free(s);
 }
 
+/* Closes the stream.  Frees s unless a store page job still holds it:
+ * callers must not touch s afterwards. */
 static void sub_close(struct sub *s, const char *why)
 {
     struct aos_ev_shard *sh = s->sh;
@@ -413,13 +415,17 @@ static void sub_advance(struct sub *s)
             s->mode = SUB_STORE;
             continue;
         }
+        bool oom = false;
+
         for (long i = 0; i < n; i++) {
-            if (!s->closed && sub_enqueue(s, frames[i]) != 0)
-                sub_close(s, "out of memory");
+            if (!oom && sub_enqueue(s, frames[i]) != 0)
+                oom = true;
             aos_ev_frame_unref(frames[i]);
         }
-        if (s->closed)
+        if (oom) {
+            sub_close(s, "out of memory"); /* may free s */
             return;
+        }
         s->last_id = pos;
         /* Caught up under the ring's lock: every later batch holds only
          * ids above pos, every earlier one only ids up to it. */
@@ -520,12 +526,12 @@ static void shard_deliver(void *arg)
 
     while (s != NULL) {
         struct sub *next = s->next;
-        bool queued = false;
+        bool queued = false, oom = false;
         struct aos_event_filter f;
 
         if (s->mode == SUB_LIVE) {
             sub_filter(s, &f);
-            for (size_t i = 0; i < b->n; i++) {
+            for (size_t i = 0; i < b->n && !oom; i++) {
                 struct aos_ev_frame *fr = b->frames[i];
 
                 if (fr->id <= s->last_id)
@@ -533,13 +539,15 @@ static void shard_deliver(void *arg)
                 s->last_id = fr->id;
                 if (strcmp(fr->tenant_id, s->tenant_id) != 0 || !aos_event_filter_match(&f, fr->type, fr->run_id))
                     continue;
-                if (sub_enqueue(s, fr) != 0) {
-                    sub_close(s, "out of memory");
-                    break;
-                }
-                queued = true;
+                if (sub_enqueue(s, fr) != 0)
+                    oom = true;
+                else
+                    queued = true;
             }
-            if (queued && !s->closed)
+            /* Either call may free s: nothing touches it afterwards. */
+            if (oom)
+                sub_close(s, "out of memory");
+            else if (queued)
                 (void)sub_push_done(s);
         }
         s = next;

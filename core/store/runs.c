@@ -159,6 +159,9 @@ static int approval_from_row(const struct aos_db_result *res, size_t row, struct
     return AOS_DB_OK;
 }
 
+static int release_held(struct aos_store_tx *tx, const char *tid, const char *rid, char day_out[AOS_DAY_LEN],
+                        char *err, size_t errlen);
+
 /* ------------------------------------------------------------ API side */
 
 static const char SQL_AGENT_LIVE[] = "SELECT 1 FROM agents WHERE tenant_id = $1 AND id = $2 AND deleted_at IS NULL";
@@ -410,6 +413,8 @@ int aos_store_run_cancel(struct aos_store_tx *tx, const char *tenant_id, const c
         *result = AOS_RUN_CANCEL_REQUESTED;
     } else {
         rc = aos_exec_changes(tx, SQL_RUN_CANCEL_NOW, p, NP(p), &changes, err, errlen);
+        if (rc == AOS_DB_OK)
+            rc = release_held(tx, tid, rid, NULL, err, errlen); /* parked by a draining node */
         if (rc == AOS_DB_OK) {
             struct aos_db_param q[] = {AOS_DB_P_TEXT(tid), AOS_DB_P_TEXT(rid), AOS_DB_P_TEXT(by != NULL ? by : ""),
                                        AOS_DB_P_INT(now)};
@@ -626,8 +631,8 @@ static const char SQL_USAGE_RESERVE[] =
     "reserved_tokens = usage.reserved_tokens + excluded.reserved_tokens, "
     "reserved_micro_usd = usage.reserved_micro_usd + excluded.reserved_micro_usd, updated_at = excluded.updated_at";
 static const char SQL_RUN_SET_RESERVATION[] =
-    "UPDATE runs SET reserved_day = $3, reserved_tokens = $4, reserved_micro_usd = $5 WHERE tenant_id = $1 AND "
-    "id = $2";
+    "UPDATE runs SET reserved_day = $3, reserved_tokens = $4, reserved_micro_usd = $5, reserved_agent_id = $6 "
+    "WHERE tenant_id = $1 AND id = $2";
 
 struct budget_check {
     const char *name;
@@ -712,8 +717,8 @@ int aos_store_budget_reserve(struct aos_store_tx *tx, const char *tenant_id, con
                                     AOS_DB_P_INT(tokens), AOS_DB_P_INT(micro_usd), AOS_DB_P_INT(aos_store_now_ms())};
         if ((rc = aos_store_exec(tx, SQL_USAGE_RESERVE, pu, NP(pu), NULL, err, errlen)) != AOS_DB_OK)
             goto out;
-        struct aos_db_param pn[] = {AOS_DB_P_TEXT(tid), AOS_DB_P_TEXT(rid), AOS_DB_P_TEXT(day), AOS_DB_P_INT(tokens),
-                                    AOS_DB_P_INT(micro_usd)};
+        struct aos_db_param pn[] = {AOS_DB_P_TEXT(tid),    AOS_DB_P_TEXT(rid),       AOS_DB_P_TEXT(day),
+                                    AOS_DB_P_INT(tokens), AOS_DB_P_INT(micro_usd), AOS_DB_P_TEXT(aid)};
         if ((rc = aos_store_exec(tx, SQL_RUN_SET_RESERVATION, pn, NP(pn), NULL, err, errlen)) != AOS_DB_OK)
             goto out;
     }
@@ -907,26 +912,69 @@ int aos_store_run_renew(struct aos_store_tx *tx, const char *tenant_id, const ch
     return rc;
 }
 
-/* ------------------------------------------------------------ checkpoints */
+/* ------------------------------------------------------------ reservations */
 
-static const char SQL_CP_OWNED[] =
-    "SELECT reserved_day, reserved_tokens, reserved_micro_usd, cancel_requested, created_by FROM runs "
-    "WHERE tenant_id = $1 AND id = $2 AND status = 'running' AND lease_owner = $3 AND next_step = $4";
-static const char SQL_CP_OWNED_PG[] =
-    "SELECT reserved_day, reserved_tokens, reserved_micro_usd, cancel_requested, created_by FROM runs "
-    "WHERE tenant_id = $1 AND id = $2 AND status = 'running' AND lease_owner = $3 AND next_step = $4 FOR UPDATE";
+static const char SQL_HELD[] = "SELECT reserved_day, reserved_agent_id, reserved_tokens, reserved_micro_usd FROM runs "
+                               "WHERE tenant_id = $1 AND id = $2 AND reserved_day IS NOT NULL";
 static const char SQL_USAGE_RELEASE[] =
     "UPDATE usage SET reserved_tokens = CASE WHEN reserved_tokens > $4 THEN reserved_tokens - $4 ELSE 0 END, "
     "reserved_micro_usd = CASE WHEN reserved_micro_usd > $5 THEN reserved_micro_usd - $5 ELSE 0 END, "
     "updated_at = $6 WHERE tenant_id = $1 AND day = $2 AND agent_id = $3";
+static const char SQL_RUN_CLEAR_RESERVATION[] =
+    "UPDATE runs SET reserved_day = NULL, reserved_agent_id = NULL, reserved_tokens = 0, reserved_micro_usd = 0 "
+    "WHERE tenant_id = $1 AND id = $2";
+
+/* Gives back the budget reservation a run holds, if any: whatever ends or
+ * parks a run must call this, or the reservation would shrink the budget
+ * for good.  day_out (may be NULL) receives the reservation's day, or "". */
+static int release_held(struct aos_store_tx *tx, const char *tid, const char *rid, char day_out[AOS_DAY_LEN],
+                        char *err, size_t errlen)
+{
+    struct aos_db_result *res = NULL;
+    char day[AOS_DAY_LEN] = "", agent[AOS_ID_LEN] = "";
+    struct aos_db_param p[] = {AOS_DB_P_TEXT(tid), AOS_DB_P_TEXT(rid)};
+    int rc = aos_store_exec(tx, SQL_HELD, p, NP(p), &res, err, errlen);
+
+    if (day_out != NULL)
+        day_out[0] = '\0';
+    if (rc != AOS_DB_OK || aos_db_result_rows(res) == 0)
+        goto out;
+    if ((rc = aos_cell_fixed(res, 0, 0, day, sizeof day, err, errlen)) != AOS_DB_OK ||
+        (rc = aos_cell_fixed(res, 0, 1, agent, sizeof agent, err, errlen)) != AOS_DB_OK)
+        goto out;
+    if (agent[0] != '\0') {
+        struct aos_db_param pr[] = {AOS_DB_P_TEXT(tid),
+                                    AOS_DB_P_TEXT(day),
+                                    AOS_DB_P_TEXT(agent),
+                                    AOS_DB_P_INT(aos_db_result_int(res, 0, 2)),
+                                    AOS_DB_P_INT(aos_db_result_int(res, 0, 3)),
+                                    AOS_DB_P_INT(aos_store_now_ms())};
+        if ((rc = aos_store_exec(tx, SQL_USAGE_RELEASE, pr, NP(pr), NULL, err, errlen)) != AOS_DB_OK)
+            goto out;
+    }
+    if ((rc = aos_store_exec(tx, SQL_RUN_CLEAR_RESERVATION, p, NP(p), NULL, err, errlen)) == AOS_DB_OK &&
+        day_out != NULL)
+        memcpy(day_out, day, AOS_DAY_LEN);
+out:
+    aos_db_result_free(res);
+    return rc;
+}
+
+/* ------------------------------------------------------------ checkpoints */
+
+static const char SQL_CP_OWNED[] = "SELECT cancel_requested, created_by FROM runs WHERE tenant_id = $1 AND "
+                                   "id = $2 AND status = 'running' AND lease_owner = $3 AND next_step = $4";
+static const char SQL_CP_OWNED_PG[] = "SELECT cancel_requested, created_by FROM runs WHERE tenant_id = $1 AND "
+                                      "id = $2 AND status = 'running' AND lease_owner = $3 AND next_step = $4 "
+                                      "FOR UPDATE";
 static const char SQL_STEP_INSERT[] =
     "INSERT INTO steps (tenant_id, run_id, seq, agent_id, attempt, outcome, result, error, tokens_in, tokens_out, "
     "cost_micro_usd, started_at, finished_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)";
 /* The run's usage and the release of its reservation are common to every
  * update below: $3..$5 usage, $6 now. */
-#define RUN_USAGE                                                                                              \
-    "tokens_in = tokens_in + $3, tokens_out = tokens_out + $4, cost_micro_usd = cost_micro_usd + $5, "         \
-    "reserved_day = NULL, reserved_tokens = 0, reserved_micro_usd = 0, updated_at = $6"
+#define RUN_USAGE                                                                                      \
+    "tokens_in = tokens_in + $3, tokens_out = tokens_out + $4, cost_micro_usd = cost_micro_usd + $5, " \
+    "updated_at = $6"
 #define RUN_RELEASE "lease_owner = NULL, lease_expires = NULL"
 static const char SQL_RUN_CONTINUE[] = "UPDATE runs SET " RUN_USAGE ", state = $7, next_step = next_step + 1, "
                                        "attempt = 0, lease_expires = $8 WHERE tenant_id = $1 AND id = $2";
@@ -958,7 +1006,7 @@ int aos_store_checkpoint(struct aos_store_tx *tx, struct aos_checkpoint *cp, con
     char tid[AOS_ID_LEN], rid[AOS_ID_LEN], aid[AOS_ID_LEN], rday[AOS_DAY_LEN];
     struct aos_db_result *res = NULL;
     char *created_by = NULL;
-    int64_t rtok, rmicro, now = cp->finished_at;
+    int64_t now = cp->finished_at;
     bool cancel;
     int rc;
 
@@ -979,20 +1027,14 @@ int aos_store_checkpoint(struct aos_store_tx *tx, struct aos_checkpoint *cp, con
         *result = AOS_CP_LEASE_LOST;
         goto out;
     }
-    if ((rc = aos_cell_fixed(res, 0, 0, rday, sizeof rday, err, errlen)) != AOS_DB_OK ||
-        (rc = aos_cell_dup(res, 0, 4, &created_by, err, errlen)) != AOS_DB_OK)
+    if ((rc = aos_cell_dup(res, 0, 1, &created_by, err, errlen)) != AOS_DB_OK)
         goto out;
-    rtok = aos_db_result_int(res, 0, 1);
-    rmicro = aos_db_result_int(res, 0, 2);
-    cancel = aos_db_result_int(res, 0, 3) != 0;
+    cancel = aos_db_result_int(res, 0, 0) != 0;
 
-    /* Settle: release what was reserved, book what was spent. */
-    if (rday[0] != '\0') {
-        struct aos_db_param pr[] = {AOS_DB_P_TEXT(tid), AOS_DB_P_TEXT(rday), AOS_DB_P_TEXT(aid),
-                                    AOS_DB_P_INT(rtok), AOS_DB_P_INT(rmicro), AOS_DB_P_INT(now)};
-        if ((rc = aos_store_exec(tx, SQL_USAGE_RELEASE, pr, NP(pr), NULL, err, errlen)) != AOS_DB_OK)
-            goto out;
-    }
+    /* Settle: release what was reserved, book what was spent (on the
+     * reservation's day: a step that began before midnight counts there). */
+    if ((rc = release_held(tx, tid, rid, rday, err, errlen)) != AOS_DB_OK)
+        goto out;
     if (cp->tokens_in > 0 || cp->tokens_out > 0 || cp->cost_micro_usd > 0) {
         struct aos_usage u = {cp->tokens_in, cp->tokens_out, cp->cost_micro_usd};
         if ((rc = aos_store_usage_add(tx, tid, rday[0] != '\0' ? rday : day, aid, &u, err, errlen)) != AOS_DB_OK)
@@ -1102,6 +1144,8 @@ int aos_store_run_stop(struct aos_store_tx *tx, const char *tenant_id, const cha
     struct aos_db_param p[] = {AOS_DB_P_TEXT(tid),    AOS_DB_P_TEXT(rid),   AOS_DB_P_TEXT(worker_id),
                                AOS_DB_P_TEXT(status), AOS_DB_P_TEXT(error), AOS_DB_P_INT(aos_store_now_ms())};
     rc = aos_exec_changes(tx, SQL_RUN_STOP, p, NP(p), &changes, err, errlen);
+    if (rc == AOS_DB_OK && changes > 0)
+        rc = release_held(tx, tid, rid, NULL, err, errlen);
     if (rc == AOS_DB_OK)
         *result = changes > 0 ? AOS_CP_OK : AOS_CP_LEASE_LOST;
     return rc;

@@ -93,7 +93,8 @@ enum aos_run_cancel_result {
     AOS_RUN_ALREADY_FINAL = 3     /* nothing done; the run had finished */
 };
 /* Cancels a run.  A pending approval of it is closed as rejected, and a
- * held budget reservation is released.  *result says what happened. */
+ * held budget reservation is released (a run parked by a draining node
+ * keeps its reservation while queued).  *result says what happened. */
 int aos_store_run_cancel(struct aos_store_tx *tx, const char *tenant_id, const char *run_id, const char *by,
                          int *result, char *err, size_t errlen);
 /* Requeues a budget_exceeded run (after its budget was raised).
@@ -228,7 +229,7 @@ int aos_store_checkpoint(struct aos_store_tx *tx, struct aos_checkpoint *cp, con
                          char status[AOS_RUN_STATUS_LEN], char *err, size_t errlen);
 /* Ends a claimed run without executing a step (its agent was deleted, its
  * plugin is gone, the budget is exhausted): status failed (with error) or
- * budget_exceeded; releases the lease.  LEASE_LOST as for checkpoints. */
+ * budget_exceeded; releases the lease and any budget reservation held.  LEASE_LOST as for checkpoints. */
 int aos_store_run_stop(struct aos_store_tx *tx, const char *tenant_id, const char *run_id, const char *worker_id,
                        const char *status, const char *error, int *result, char *err, size_t errlen);
 

@@ -5,7 +5,7 @@
 -- runs.output until the stage is done.
 --
 -- runs.reserved_*: the budget reservation of the step in flight, held in
--- usage.reserved_* of reserved_day (the day it was taken, which may not be
+-- usage.reserved_* of (reserved_day, reserved_agent_id) (the day it was taken, which may not be
 -- the day it is settled).  Kept on the run so that a crash between reserve
 -- and checkpoint neither leaks the reservation nor takes it twice: the
 -- next worker finds it and uses it.
@@ -15,9 +15,12 @@
 -- (engine.step_reserve_tokens / step_reserve_micro_usd).
 ALTER TABLE runs ADD COLUMN stage INTEGER NOT NULL DEFAULT 0 CHECK (stage >= 0);
 ALTER TABLE runs ADD COLUMN reserved_day TEXT;
+ALTER TABLE runs ADD COLUMN reserved_agent_id TEXT;
 ALTER TABLE runs ADD COLUMN reserved_tokens INTEGER NOT NULL DEFAULT 0 CHECK (reserved_tokens >= 0);
 ALTER TABLE runs ADD COLUMN reserved_micro_usd INTEGER NOT NULL DEFAULT 0 CHECK (reserved_micro_usd >= 0);
 ALTER TABLE agents ADD COLUMN step_reserve_tokens INTEGER CHECK (step_reserve_tokens >= 0);
 ALTER TABLE agents ADD COLUMN step_reserve_micro_usd INTEGER CHECK (step_reserve_micro_usd >= 0);
 -- Finished runs, oldest first, for pruning their checkpoints.
 CREATE INDEX runs_finished ON runs (finished_at) WHERE finished_at IS NOT NULL;
+-- The dashboard's and vitals' step figures over a time window.
+CREATE INDEX steps_tenant_finished ON steps (tenant_id, finished_at);

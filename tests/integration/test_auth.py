@@ -199,8 +199,10 @@ def test_matrix(t, d, w):
     acme_run_id = d.request("POST", "/api/v1/agents/%s/runs" % acme_agent_id, body={"input": {"approval_at": 1}},
                             headers=w.bearer("acme", "admin")).json()["run_id"]
     acme_approval_id = wait_pending_approval(d, w.bearer("acme", "admin"), acme_run_id)
+    acme_workflow_id = d.request("POST", "/api/v1/workflows", body={"name": "victim", "steps": [{"agent": acme_agent_id}]},
+                                 headers=w.bearer("acme", "admin")).json()["id"]
     ids = {"{acme_key_id}": acme_key_id, "{acme_agent_id}": acme_agent_id, "{acme_run_id}": acme_run_id,
-           "{acme_approval_id}": acme_approval_id}
+           "{acme_approval_id}": acme_approval_id, "{acme_workflow_id}": acme_workflow_id}
     attacks = {
         "no credentials": ({}, 401),
         "expired token": ({"Authorization": "Bearer " + mint(key, claims_for(TENANT_ID, exp_delta=-3600))}, 401),

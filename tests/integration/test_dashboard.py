@@ -189,6 +189,34 @@ def test_runs(t, d, w):
     t.eq((v["approvals"]["pending"], v["failures"]), (1, {"runs": 0, "steps": 0}), "one pending approval, no failures")
     t.ok(0 <= v["steps_last_minute"] <= len(steps), "steps in the last minute, at most all of them")
 
+    # A workflow's run counts for the tenant; its steps count for the agents that ran them.
+    r = d.request("POST", "/api/v1/agents", body={"name": "dash-second", "plugin": "agent-echo",
+                                                  "config": {"tokens_per_step": 4}}, headers=admin)
+    second = r.json()["id"]
+    r = d.request("POST", "/api/v1/workflows", body={"name": "dash-chain", "steps": [{"agent": "dash-echo"},
+                                                                                    {"agent": "dash-second"}]},
+                  headers=admin)
+    t.eq(r.status, 201, "create workflow dash-chain", r.body[:300])
+    r = d.request("POST", "/api/v1/aoa/run", body={"workflow": "dash-chain", "input": {"steps": 2}}, headers=admin)
+    t.eq(r.status, 202, "start a run of the workflow", r.body[:300])
+    chain = wait_run(d, admin, r.json()["run_id"], ("succeeded", "failed", "cancelled", "budget_exceeded"))
+    t.eq(chain["status"], "succeeded", "the workflow's run succeeded", chain)
+    by = {x: sum(1 for s in chain["steps"] if s["agent_id"] == x) for x in (agent, second)}
+    t.ok(by[agent] > 0 and by[second] > 0 and by[agent] + by[second] == len(chain["steps"]),
+         "both agents took steps: %r" % by)
+    o = dashboard(t, d, w.bearer("acme", "user"))
+    t.eq(o["runs"]["by_status"], dict(ZERO_RUNS, succeeded=2, waiting_approval=1), "the tenant counts the workflow's run")
+    t.eq(o["throughput"], dict(o["throughput"], runs_finished=2, steps=len(steps) + len(chain["steps"])),
+         "and all its steps")
+    agents = {x["id"]: x for x in o["agents"]}
+    t.eq([x["id"] for x in o["agents"]], [agent, second], "agents oldest first")
+    t.eq(agents[agent]["runs"]["by_status"], dict(ZERO_RUNS, succeeded=1, waiting_approval=1),
+         "a workflow's run is no agent's run")
+    t.eq((agents[agent]["steps"], agents[second]["steps"]), (len(steps) + by[agent], by[second]),
+         "its steps count for the agent that ran each")
+    chain_tokens = chain["usage"]["tokens_in"] + chain["usage"]["tokens_out"]
+    t.eq(o["spend"]["today"]["tokens"], tokens + chain_tokens, "the tenant's spend includes the workflow's")
+
     # The other tenant sees none of it.
     g = dashboard(t, d, w.bearer("globex", "admin"))
     t.eq((g["runs"]["by_status"], g["throughput"]["steps"], g["approvals"]["pending"], g["spend"]["today"],

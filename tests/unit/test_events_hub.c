@@ -236,6 +236,7 @@ static void client_parse(struct client *c)
         }
         memmove(c->buf, c->buf + flen, c->len - flen);
         c->len -= flen;
+        c->buf[c->len] = '\0';
     }
 }
 
@@ -261,6 +262,7 @@ static void client_read2(struct client *c, size_t want, size_t want_comments)
             break;
         }
         c->len += (size_t)r;
+        c->buf[c->len] = '\0'; /* sscanf reads a string */
         client_parse(c);
     }
 }
