@@ -57,6 +57,7 @@ struct aos_journal {
     /* the writer thread's own */
     struct aos_journal_record *batch;
     int64_t next_prune_ms;    /* monotonic */
+    bool pruned_once;         /* the first pass at start may precede the migrations */
     int64_t stop_deadline_ms; /* monotonic; 0 until a write fails during free() */
 };
 
@@ -298,10 +299,11 @@ static void prune_step(struct aos_journal *j, int days)
     if (rc != AOS_DB_OK) {
         /* Before bring-up has connected and migrated the store this is
          * expected; it is tried again at the next interval. */
-        bool expected = rc == AOS_DB_UNAVAILABLE || rc == AOS_DB_SCHEMA;
+        bool expected = rc == AOS_DB_UNAVAILABLE || rc == AOS_DB_SCHEMA || !j->pruned_once;
         aos_log(expected ? AOS_LVL_DEBUG : AOS_LVL_WARN, "journal retention failed", "reason", err, NULL);
         return;
     }
+    j->pruned_once = true;
     pthread_mutex_lock(&j->lock);
     j->st.pruned += c.deleted;
     pthread_mutex_unlock(&j->lock);
