@@ -120,9 +120,10 @@ static bool parse_filters(struct aos_http_request *req, struct filters *f)
     memset(f, 0, sizeof *f);
     r = query_param(req, "type", f->type, sizeof f->type);
     if (r < 0 || (r == 1 && !aos_event_filter_type_valid(f->type))) {
-        aos_http_respond_error(req, 400, "invalid_query",
-                               "type must be an event type (A-Z a-z 0-9 . _ : -, up to %d) or a prefix ending in *",
-                               AOS_EVENT_TYPE_MAX);
+        aos_http_respond_error(
+            req, 400, "invalid_query",
+            "type must be an event type (A-Z a-z 0-9 . _ : -, up to %d) or a prefix ending in *",
+            AOS_EVENT_TYPE_MAX);
         return false;
     }
     f->has_type = r == 1;
@@ -327,8 +328,9 @@ static void handle_stream(struct aos_http_request *req, void *ctx)
     n = snprintf(hint, sizeof hint, "retry: %lld\n\n", aos_events_retry_ms(hub));
     if (aos_http_takeover(req, 200, "text/event-stream", hint, (size_t)n, on_takeover, c) != 0) {
         aos_events_release(hub);
-        aos_http_respond_error(req, 400, "bad_request",
-                               "an event stream must be the last request on its connection (nothing pipelined)");
+        aos_http_respond_error(
+            req, 400, "bad_request",
+            "an event stream must be the last request on its connection (nothing pipelined)");
         goto fail;
     }
     return;
@@ -375,5 +377,6 @@ static const struct aos_route event_routes[] = {
 
 int aos_api_events_register(struct aos_router *router, struct aos_app *app, char *err, size_t errlen)
 {
-    return aos_router_add(router, event_routes, sizeof event_routes / sizeof event_routes[0], app, err, errlen);
+    return aos_router_add(router, event_routes, sizeof event_routes / sizeof event_routes[0], app, err,
+                          errlen);
 }

@@ -207,8 +207,11 @@ static void handle_testing_events(struct aos_http_request *req, void *ctx)
         t->ev[i].run_id = dup_field(e, "run_id", false);
         if (json_object_object_get_ex(e, "payload", &p) && p != NULL)
             t->ev[i].payload = dup_field(e, "payload", true);
-        if (t->ev[i].type == NULL) {
-            aos_http_respond_error(req, 422, "invalid_field", "event %zu needs a string 'type'", i);
+        struct json_object *run = NULL;
+        if (t->ev[i].type == NULL ||
+            (json_object_object_get_ex(e, "run_id", &run) && run != NULL && t->ev[i].run_id == NULL)) {
+            aos_http_respond_error(req, 422, "invalid_field",
+                                   "event %zu needs a string 'type' (and a string 'run_id' if any)", i);
             goto out;
         }
     }

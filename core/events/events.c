@@ -102,8 +102,9 @@ struct json_object *aos_event_to_json(const struct aos_event *e)
 
     if (o == NULL)
         return NULL;
-    payload = aos_json_parse_object(e->payload != NULL ? e->payload : "{}", e->payload != NULL ? strlen(e->payload) : 2,
-                                    STORED_MAX_DEPTH, perr, sizeof perr);
+    payload = aos_json_parse_object(e->payload != NULL ? e->payload : "{}",
+                                    e->payload != NULL ? strlen(e->payload) : 2, STORED_MAX_DEPTH, perr,
+                                    sizeof perr);
     if (payload == NULL) {
         char id[24];
 
@@ -113,7 +114,8 @@ struct json_object *aos_event_to_json(const struct aos_event *e)
     }
     if (json_object_object_add(o, "id", json_object_new_int64(e->id)) != 0 ||
         json_object_object_add(o, "type", json_object_new_string(e->type)) != 0 ||
-        json_object_object_add(o, "run_id", e->run_id[0] != '\0' ? json_object_new_string(e->run_id) : NULL) != 0 ||
+        json_object_object_add(o, "run_id",
+                               e->run_id[0] != '\0' ? json_object_new_string(e->run_id) : NULL) != 0 ||
         json_object_object_add(o, "payload", payload) != 0 ||
         json_object_object_add(o, "created_at", json_object_new_int64(e->created_at)) != 0) {
         json_object_put(o);
@@ -122,8 +124,9 @@ struct json_object *aos_event_to_json(const struct aos_event *e)
     return o;
 }
 
-int aos_event_append(struct aos_store_tx *tx, const struct aos_pii *pii, const char *tenant_id, const char *type,
-                     const char *run_id, const char *payload_json, int64_t *id_out, char *err, size_t errlen)
+int aos_event_append(struct aos_store_tx *tx, const struct aos_pii *pii, const char *tenant_id,
+                     const char *type, const char *run_id, const char *payload_json, int64_t *id_out,
+                     char *err, size_t errlen)
 {
     char *payload;
     int rc;
@@ -136,7 +139,8 @@ int aos_event_append(struct aos_store_tx *tx, const struct aos_pii *pii, const c
                       PAYLOAD_MAX_DEPTH - 1);
         return AOS_DB_CONSTRAINT;
     }
-    rc = aos_store_event_insert(tx, tenant_id, type, run_id, payload, aos_store_now_ms(), id_out, err, errlen);
+    rc =
+        aos_store_event_insert(tx, tenant_id, type, run_id, payload, aos_store_now_ms(), id_out, err, errlen);
     free(payload);
     return rc;
 }

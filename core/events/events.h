@@ -45,8 +45,9 @@ struct aos_conf_redis;
  * statements of a transaction to keep the lock short.  id_out may be
  * NULL.  Returns AOS_DB_OK or an AOS_DB_* status (AOS_DB_CONSTRAINT for a
  * malformed type, run id or payload, or an unknown tenant). */
-int aos_event_append(struct aos_store_tx *tx, const struct aos_pii *pii, const char *tenant_id, const char *type,
-                     const char *run_id, const char *payload_json, int64_t *id_out, char *err, size_t errlen);
+int aos_event_append(struct aos_store_tx *tx, const struct aos_pii *pii, const char *tenant_id,
+                     const char *type, const char *run_id, const char *payload_json, int64_t *id_out,
+                     char *err, size_t errlen);
 
 /* Tells the hub that a transaction which appended events has committed:
  * wakes the local poll at once and (with Redis) publishes a wake-up to the
@@ -73,8 +74,9 @@ char *aos_event_redact_payload(const struct aos_pii *pii, const char *json);
  * (aos_events_set_conf replaces the reloadable ones).  redis may be NULL
  * or disabled: then only polling wakes the hub.  NULL with err on failure
  * (a redis.url it cannot parse, out of memory). */
-struct aos_events *aos_events_new(struct aos_store *store, struct aos_pool *pool, const struct aos_conf_events *conf,
-                                  const struct aos_conf_redis *redis, char *err, size_t errlen);
+struct aos_events *aos_events_new(struct aos_store *store, struct aos_pool *pool,
+                                  const struct aos_conf_events *conf, const struct aos_conf_redis *redis,
+                                  char *err, size_t errlen);
 /* Registers an HTTP loop whose SSE streams the hub feeds (before start). */
 int aos_events_attach_loop(struct aos_events *hub, struct aos_loop *loop);
 /* Starts the hub's thread.  0 or -1. */
@@ -125,15 +127,15 @@ long long aos_events_retry_ms(struct aos_events *hub);
 int aos_events_token_ttl(struct aos_events *hub);
 
 struct aos_events_stats {
-    uint64_t subscribers;       /* open SSE streams */
-    uint64_t delivered;         /* frames written to streams */
-    uint64_t slow_disconnects;  /* streams cut off for exceeding events.client_buffer */
-    uint64_t refused;           /* streams refused: max_subscribers reached */
-    uint64_t polls;             /* store polls */
-    uint64_t poll_failures;     /* store polls that failed */
-    uint64_t redis_wakeups;     /* wake-ups received from other nodes */
-    int64_t high_water;         /* the highest event id read */
-    bool redis_up;              /* subscribed to the wake-up channel */
+    uint64_t subscribers;      /* open SSE streams */
+    uint64_t delivered;        /* frames written to streams */
+    uint64_t slow_disconnects; /* streams cut off for exceeding events.client_buffer */
+    uint64_t refused;          /* streams refused: max_subscribers reached */
+    uint64_t polls;            /* store polls */
+    uint64_t poll_failures;    /* store polls that failed */
+    uint64_t redis_wakeups;    /* wake-ups received from other nodes */
+    int64_t high_water;        /* the highest event id read */
+    bool redis_up;             /* subscribed to the wake-up channel */
 };
 void aos_events_get_stats(struct aos_events *hub, struct aos_events_stats *out);
 

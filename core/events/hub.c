@@ -122,8 +122,8 @@ static size_t ring_find(struct aos_events *hub, int64_t after)
 }
 
 long aos_ev_ring_read(struct aos_events *hub, int64_t after, const char *tenant_id,
-                      const struct aos_event_filter *filter, size_t max_bytes, struct aos_ev_frame **out, size_t max,
-                      int64_t *pos, bool *at_end)
+                      const struct aos_event_filter *filter, size_t max_bytes, struct aos_ev_frame **out,
+                      size_t max, int64_t *pos, bool *at_end)
 {
     size_t i, n = 0, bytes = 0;
     long rc;
@@ -135,12 +135,13 @@ long aos_ev_ring_read(struct aos_events *hub, int64_t after, const char *tenant_
     }
     *pos = after > hub->high_water ? after : hub->high_water;
     *at_end = true;
-    for (i = ring_find(hub, after); i < hub->ring_len; i++) {
+    size_t start = ring_find(hub, after);
+    for (i = start; i < hub->ring_len; i++) {
         struct aos_ev_frame *f = ring_at(hub, i);
 
         if (n == max || bytes >= max_bytes) {
             /* Stop before f: everything up to the previous frame is read. */
-            *pos = ring_at(hub, i - 1)->id;
+            *pos = i > start ? ring_at(hub, i - 1)->id : after;
             *at_end = false;
             break;
         }
@@ -373,7 +374,8 @@ static int redis_parse_url(struct ev_redis *r, const char *url)
     if (at != NULL) {
         const char *colon = memchr(p, ':', (size_t)(at - p));
 
-        if (colon != NULL && at - colon > 1 && (r->password = strndup(colon + 1, (size_t)(at - colon - 1))) == NULL)
+        if (colon != NULL && at - colon > 1 &&
+            (r->password = strndup(colon + 1, (size_t)(at - colon - 1))) == NULL)
             return -1;
         p = at + 1;
     }
@@ -453,7 +455,8 @@ static void on_redis_setup_reply(redisAsyncContext *ac, void *reply_, void *priv
 
     (void)ac;
     if (reply != NULL && reply->type == REDIS_REPLY_ERROR)
-        aos_warn("events: redis refused a command", "command", (const char *)privdata, "error", reply->str, NULL);
+        aos_warn("events: redis refused a command", "command", (const char *)privdata, "error", reply->str,
+                 NULL);
 }
 
 /* Every reply on the subscribed connection: the subscription itself,
@@ -467,7 +470,8 @@ static void on_redis_message(redisAsyncContext *ac, void *reply_, void *privdata
     if (reply == NULL || c == NULL || c->ac != ac || c->r->closing)
         return;
     hub = c->r->hub;
-    if (reply->type != REDIS_REPLY_ARRAY || reply->elements < 3 || reply->element[0]->type != REDIS_REPLY_STRING)
+    if (reply->type != REDIS_REPLY_ARRAY || reply->elements < 3 ||
+        reply->element[0]->type != REDIS_REPLY_STRING)
         return;
     if (strcmp(reply->element[0]->str, "subscribe") == 0) {
         if (!atomic_exchange(&hub->redis_up, true))
@@ -487,7 +491,8 @@ static void on_redis_message(redisAsyncContext *ac, void *reply_, void *privdata
 static void rconn_connect(struct rconn *c)
 {
     struct ev_redis *r = c->r;
-    redisAsyncContext *ac = r->host != NULL ? redisAsyncConnect(r->host, r->port) : redisAsyncConnectUnix(r->path);
+    redisAsyncContext *ac =
+        r->host != NULL ? redisAsyncConnect(r->host, r->port) : redisAsyncConnectUnix(r->path);
     char why[128];
 
     if (ac == NULL || ac->err) {
@@ -621,15 +626,17 @@ static struct timeval ms_tv(long long ms)
 static void apply_conf(struct aos_events *hub, const struct aos_conf_events *conf)
 {
     atomic_store(&hub->poll_ms, conf->poll > 0.001 ? (long long)(conf->poll * 1000.0 + 0.5) : 1);
-    atomic_store(&hub->heartbeat_ms, conf->heartbeat > 0.001 ? (long long)(conf->heartbeat * 1000.0 + 0.5) : 1);
+    atomic_store(&hub->heartbeat_ms,
+                 conf->heartbeat > 0.001 ? (long long)(conf->heartbeat * 1000.0 + 0.5) : 1);
     atomic_store(&hub->retry_ms, (long long)(conf->retry * 1000.0 + 0.5));
     atomic_store(&hub->client_buffer, (long long)conf->client_buffer);
     atomic_store(&hub->max_subscribers, (long long)conf->max_subscribers);
     atomic_store(&hub->token_ttl, (long long)conf->stream_token_ttl);
 }
 
-struct aos_events *aos_events_new(struct aos_store *store, struct aos_pool *pool, const struct aos_conf_events *conf,
-                                  const struct aos_conf_redis *redis, char *err, size_t errlen)
+struct aos_events *aos_events_new(struct aos_store *store, struct aos_pool *pool,
+                                  const struct aos_conf_events *conf, const struct aos_conf_redis *redis,
+                                  char *err, size_t errlen)
 {
     struct aos_events *hub = calloc(1, sizeof *hub);
     bool mu = false;
@@ -663,8 +670,9 @@ struct aos_events *aos_events_new(struct aos_store *store, struct aos_pool *pool
         r->hub = hub;
         r->connect_timeout = redis->connect_timeout;
         if (redis_parse_url(r, redis->url) != 0) {
-            snprintf(err, errlen,
-                     "events: cannot parse redis.url (want redis://[:password@]host[:port][/db] or unix:///path)");
+            snprintf(
+                err, errlen,
+                "events: cannot parse redis.url (want redis://[:password@]host[:port][/db] or unix:///path)");
             goto fail;
         }
         snprintf(r->channel, sizeof r->channel, "aos:events:%d", r->db);

@@ -114,8 +114,8 @@ struct aos_events {
  * number of frames, or -1 when the ring no longer reaches back to `after`
  * (after < floor: go to the store). */
 long aos_ev_ring_read(struct aos_events *hub, int64_t after, const char *tenant_id,
-                      const struct aos_event_filter *filter, size_t max_bytes, struct aos_ev_frame **out, size_t max,
-                      int64_t *pos, bool *at_end);
+                      const struct aos_event_filter *filter, size_t max_bytes, struct aos_ev_frame **out,
+                      size_t max, int64_t *pos, bool *at_end);
 /* The ring's floor now (see above). */
 int64_t aos_ev_ring_floor(struct aos_events *hub);
 

@@ -61,24 +61,24 @@ struct sub {
     struct event *ev_read;
     struct event *ev_write;
     enum sub_mode mode;
-    bool closed;       /* socket closed, unlinked; freed once no page job holds it */
-    bool job;          /* a store page is being read */
+    bool closed; /* socket closed, unlinked; freed once no page job holds it */
+    bool job;    /* a store page is being read */
     bool write_armed;
     bool has_type;
     bool has_run;
-    bool resume;       /* WAIT: resume from last_id once the hub is ready */
+    bool resume; /* WAIT: resume from last_id once the hub is ready */
     char tenant_id[AOS_ID_LEN];
     char type[AOS_EVENT_TYPE_MAX + 1];
     char run_id[AOS_ID_LEN];
-    int64_t last_id;   /* every id up to here has been given (or did not match) */
+    int64_t last_id; /* every id up to here has been given (or did not match) */
     uint64_t last_write_ms;
     /* frames waiting for room in the socket: a ring of references */
     struct aos_ev_frame **q;
     size_t qhead;
     size_t qlen;
     size_t qcap;
-    size_t qoff;       /* bytes of the first frame already written */
-    size_t qbytes;     /* bytes queued, qoff deducted */
+    size_t qoff;   /* bytes of the first frame already written */
+    size_t qbytes; /* bytes queued, qoff deducted */
 };
 
 struct aos_ev_shard {
@@ -275,8 +275,8 @@ static int sub_push_done(struct sub *s)
 
         atomic_fetch_add(&hub->slow_disconnects, 1);
         snprintf(q, sizeof q, "%zu", s->qbytes);
-        aos_info("event stream cut off: the client does not keep up (it resumes with Last-Event-ID)", "tenant",
-                 s->tenant_id, "queued_bytes", q, NULL);
+        aos_info("event stream cut off: the client does not keep up (it resumes with Last-Event-ID)",
+                 "tenant", s->tenant_id, "queued_bytes", q, NULL);
         sub_close(s, "slow client");
         return -1;
     }
@@ -312,7 +312,8 @@ static int page_tx(struct aos_store_tx *tx, void *arg, char *err, size_t errlen)
     aos_event_list_free(j->rows, j->n);
     j->rows = NULL;
     j->n = 0;
-    return aos_store_event_list(tx, j->tenant_id, j->after, &f, STORE_PAGE, &j->rows, &j->n, &j->more, err, errlen);
+    return aos_store_event_list(tx, j->tenant_id, j->after, &f, STORE_PAGE, &j->rows, &j->n, &j->more, err,
+                                errlen);
 }
 
 static void page_work(void *arg)
@@ -409,8 +410,8 @@ static void sub_advance(struct sub *s)
             return;
         }
         sub_filter(s, &f);
-        n = aos_ev_ring_read(hub, s->last_id, s->tenant_id, &f, limit - s->qbytes, frames, CATCHUP_FRAMES, &pos,
-                             &at_end);
+        n = aos_ev_ring_read(hub, s->last_id, s->tenant_id, &f, limit - s->qbytes, frames, CATCHUP_FRAMES,
+                             &pos, &at_end);
         if (n < 0) {
             s->mode = SUB_STORE;
             continue;
@@ -537,7 +538,8 @@ static void shard_deliver(void *arg)
                 if (fr->id <= s->last_id)
                     continue;
                 s->last_id = fr->id;
-                if (strcmp(fr->tenant_id, s->tenant_id) != 0 || !aos_event_filter_match(&f, fr->type, fr->run_id))
+                if (strcmp(fr->tenant_id, s->tenant_id) != 0 ||
+                    !aos_event_filter_match(&f, fr->type, fr->run_id))
                     continue;
                 if (sub_enqueue(s, fr) != 0)
                     oom = true;
@@ -612,7 +614,10 @@ static void shard_settings(void *arg)
         tick_arm(sh);
 }
 
-void aos_ev_shard_post_settings(struct aos_ev_shard *sh) { (void)aos_loop_post(sh->loop, shard_settings, sh); }
+void aos_ev_shard_post_settings(struct aos_ev_shard *sh)
+{
+    (void)aos_loop_post(sh->loop, shard_settings, sh);
+}
 
 /* ---------------------------------------------------------- shards */
 

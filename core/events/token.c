@@ -25,8 +25,9 @@ static int derive(const struct aos_jwt_key *key, unsigned char out[DERIVED_LEN])
     return 0;
 }
 
-char *aos_stream_token_issue(const struct aos_jwt_key *key, const char *sub, const char *tid, const char *role,
-                             int ttl, struct aos_jwt_claims *claims, char *err, size_t errlen)
+char *aos_stream_token_issue(const struct aos_jwt_key *key, const char *sub, const char *tid,
+                             const char *role, int ttl, struct aos_jwt_claims *claims, char *err,
+                             size_t errlen)
 {
     unsigned char k[DERIVED_LEN];
     struct aos_jwt_key dk = {.secret = k, .len = sizeof k};
@@ -41,8 +42,8 @@ char *aos_stream_token_issue(const struct aos_jwt_key *key, const char *sub, con
     return token;
 }
 
-int aos_stream_token_verify(const struct aos_jwt_key *key, const char *token, size_t len, int64_t now, int leeway,
-                            struct aos_jwt_claims *claims)
+int aos_stream_token_verify(const struct aos_jwt_key *key, const char *token, size_t len, int64_t now,
+                            int leeway, struct aos_jwt_claims *claims)
 {
     unsigned char k[DERIVED_LEN];
     struct aos_jwt_key dk = {.secret = k, .len = sizeof k};

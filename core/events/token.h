@@ -24,10 +24,11 @@
 
 /* Issues a stream token for sub/tid/role valid ttl seconds (see
  * aos_jwt_issue for the checks).  malloc'd (free()), or NULL with err. */
-char *aos_stream_token_issue(const struct aos_jwt_key *key, const char *sub, const char *tid, const char *role,
-                             int ttl, struct aos_jwt_claims *claims, char *err, size_t errlen);
+char *aos_stream_token_issue(const struct aos_jwt_key *key, const char *sub, const char *tid,
+                             const char *role, int ttl, struct aos_jwt_claims *claims, char *err,
+                             size_t errlen);
 /* Verifies a stream token as aos_jwt_verify does (AOS_JWT_* results). */
-int aos_stream_token_verify(const struct aos_jwt_key *key, const char *token, size_t len, int64_t now, int leeway,
-                            struct aos_jwt_claims *claims);
+int aos_stream_token_verify(const struct aos_jwt_key *key, const char *token, size_t len, int64_t now,
+                            int leeway, struct aos_jwt_claims *claims);
 
 #endif

@@ -43,7 +43,8 @@ static const char SQL_EVENTS_PRUNE[] =
     "AS h WHERE created_at < $1)";
 
 /* The advisory lock key must match the header's constant. */
-_Static_assert(AOS_EVENTS_LOCK_ID == INT64_C(7020957218189440628), "AOS_EVENTS_LOCK_ID and SQL_EVENT_LOCK_PG differ");
+_Static_assert(AOS_EVENTS_LOCK_ID == INT64_C(7020957218189440628),
+               "AOS_EVENTS_LOCK_ID and SQL_EVENT_LOCK_PG differ");
 
 void aos_event_clear(struct aos_event *e)
 {
@@ -66,8 +67,8 @@ void aos_event_list_free(struct aos_event *e, size_t n)
 
 static bool type_char(char c)
 {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' || c == '_' ||
-           c == ':' || c == '-';
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
+           c == '_' || c == ':' || c == '-';
 }
 
 bool aos_store_event_type_valid(const char *s)
@@ -128,8 +129,8 @@ static int event_from_row(const struct aos_db_result *r, size_t row, struct aos_
     const char *payload = aos_db_result_text(r, row, 4);
 
     memset(e, 0, sizeof(*e));
-    if (tid == NULL || strlen(tid) >= sizeof(e->tenant_id) || type == NULL || strlen(type) >= sizeof(e->type) ||
-        (run != NULL && strlen(run) >= sizeof(e->run_id))) {
+    if (tid == NULL || strlen(tid) >= sizeof(e->tenant_id) || type == NULL ||
+        strlen(type) >= sizeof(e->type) || (run != NULL && strlen(run) >= sizeof(e->run_id))) {
         aos_db_seterr(err, errlen, "store returned a malformed event row");
         return AOS_DB_ERROR;
     }
@@ -167,8 +168,9 @@ static int events_from_result(const struct aos_db_result *res, size_t take, stru
     return AOS_DB_OK;
 }
 
-int aos_store_event_insert(struct aos_store_tx *tx, const char *tenant_id, const char *type, const char *run_id,
-                           const char *payload, int64_t created_at, int64_t *id_out, char *err, size_t errlen)
+int aos_store_event_insert(struct aos_store_tx *tx, const char *tenant_id, const char *type,
+                           const char *run_id, const char *payload, int64_t created_at, int64_t *id_out,
+                           char *err, size_t errlen)
 {
     struct aos_db_result *res = NULL;
     char tid[AOS_ID_LEN], rid[AOS_ID_LEN];
@@ -215,8 +217,8 @@ int aos_store_event_insert(struct aos_store_tx *tx, const char *tenant_id, const
 }
 
 int aos_store_event_list(struct aos_store_tx *tx, const char *tenant_id, int64_t after_id,
-                         const struct aos_event_filter *filter, size_t limit, struct aos_event **out, size_t *n,
-                         bool *more, char *err, size_t errlen)
+                         const struct aos_event_filter *filter, size_t limit, struct aos_event **out,
+                         size_t *n, bool *more, char *err, size_t errlen)
 {
     struct aos_db_result *res = NULL;
     struct aos_db_param p[6];

@@ -74,8 +74,9 @@ bool aos_event_filter_match(const struct aos_event_filter *f, const char *type, 
  * caller's job).  run_id: NULL or a UUID.  created_at: unix ms.
  * CONSTRAINT: malformed type, run id or payload, or no such tenant.  On
  * PostgreSQL takes AOS_EVENTS_LOCK_ID first (see above). */
-int aos_store_event_insert(struct aos_store_tx *tx, const char *tenant_id, const char *type, const char *run_id,
-                           const char *payload, int64_t created_at, int64_t *id_out, char *err, size_t errlen);
+int aos_store_event_insert(struct aos_store_tx *tx, const char *tenant_id, const char *type,
+                           const char *run_id, const char *payload, int64_t created_at, int64_t *id_out,
+                           char *err, size_t errlen);
 
 /* One page of the tenant's events with id > after_id, OLDEST first,
  * passing filter (NULL = all).  limit 1..1000.  *more is set when further
@@ -83,8 +84,8 @@ int aos_store_event_insert(struct aos_store_tx *tx, const char *tenant_id, const
  * this page).  CONSTRAINT for a bad limit or a malformed filter.
  * *out: aos_event_list_free. */
 int aos_store_event_list(struct aos_store_tx *tx, const char *tenant_id, int64_t after_id,
-                         const struct aos_event_filter *filter, size_t limit, struct aos_event **out, size_t *n,
-                         bool *more, char *err, size_t errlen);
+                         const struct aos_event_filter *filter, size_t limit, struct aos_event **out,
+                         size_t *n, bool *more, char *err, size_t errlen);
 
 /* DELIBERATELY ACROSS TENANTS, for the node's event hub only (it
  * fans events out to each tenant's own subscribers): up to `limit`

@@ -132,8 +132,8 @@ static void wait_hw(struct world *w, int64_t id)
 
 /* Appends n events of `type` for tenant in one transaction, then wakes the
  * hub; ids[] (may be NULL) receives their ids. */
-static void append(struct world *w, const char *tenant, const char *type, const char *run, const char *payload,
-                   int n, int64_t *ids)
+static void append(struct world *w, const char *tenant, const char *type, const char *run,
+                   const char *payload, int n, int64_t *ids)
 {
     struct aos_store_tx *tx = NULL;
 
@@ -155,7 +155,7 @@ static void append(struct world *w, const char *tenant, const char *type, const 
 /* ---------------------------------------------------------- a client */
 
 struct client {
-    int fd;        /* our end */
+    int fd; /* our end */
     char *buf;
     size_t len;
     size_t cap;
@@ -473,13 +473,68 @@ static void test_wait_for_ready(void **state)
     world_close(&w);
 }
 
-static void test_frame_and_ring(void **state)
+/* The ring as the streams read it (hub_internal.h). */
+static void test_ring_read(void **state)
+{
+    struct fx *f = fx_get(state);
+    struct aos_conf_events conf = conf_default();
+    struct world w;
+    struct aos_ev_frame *out[64];
+    struct aos_event_filter flt = {.type = "b.*"};
+    int64_t ids[40], pos = -1;
+    bool at_end = true;
+    long n;
+
+    world_open(&w, f, &conf);
+    wait_ready(&w);
+    /* 40 events through a ring of 16: ids[24..39] stay. */
+    append(&w, TENANT_A, "a.x", NULL, NULL, 20, ids);
+    append(&w, TENANT_B, "b.x", NULL, NULL, 10, ids + 20);
+    append(&w, TENANT_A, "b.y", NULL, NULL, 10, ids + 30);
+    wait_hw(&w, ids[39]);
+    assert_int_equal(aos_ev_ring_floor(w.hub), ids[23]);
+    assert_int_equal(aos_ev_ring_read(w.hub, ids[22], TENANT_A, NULL, 1 << 20, out, 64, &pos, &at_end), -1);
+
+    n = aos_ev_ring_read(w.hub, ids[23], TENANT_A, NULL, 1 << 20, out, 64, &pos, &at_end);
+    assert_int_equal(n, 10);
+    assert_true(at_end);
+    assert_int_equal(pos, ids[39]);
+    for (long i = 0; i < n; i++) {
+        assert_int_equal(out[i]->id, ids[30 + i]);
+        aos_ev_frame_unref(out[i]);
+    }
+    n = aos_ev_ring_read(w.hub, ids[23], TENANT_B, NULL, 1 << 20, out, 64, &pos, &at_end);
+    assert_int_equal(n, 6);
+    assert_int_equal(out[0]->id, ids[24]);
+    for (long i = 0; i < n; i++)
+        aos_ev_frame_unref(out[i]);
+    /* A frame budget: stops after 2 of A's, having examined up to there. */
+    n = aos_ev_ring_read(w.hub, ids[23], TENANT_A, &flt, 1 << 20, out, 2, &pos, &at_end);
+    assert_int_equal(n, 2);
+    assert_false(at_end);
+    assert_int_equal(pos, ids[31]);
+    aos_ev_frame_unref(out[0]);
+    aos_ev_frame_unref(out[1]);
+    /* A byte budget of 0 reads nothing and never goes back before after. */
+    n = aos_ev_ring_read(w.hub, ids[25], TENANT_A, NULL, 0, out, 64, &pos, &at_end);
+    assert_int_equal(n, 0);
+    assert_false(at_end);
+    assert_int_equal(pos, ids[25]);
+    /* At the end: nothing, at_end, pos the high-water mark. */
+    n = aos_ev_ring_read(w.hub, ids[39], TENANT_A, NULL, 1 << 20, out, 64, &pos, &at_end);
+    assert_int_equal(n, 0);
+    assert_true(at_end);
+    assert_int_equal(pos, ids[39]);
+    world_close(&w);
+}
+
+static void test_frame(void **state)
 {
     struct aos_event e = {.id = 42, .type = "run.started", .created_at = 7};
     struct aos_ev_frame *fr;
-    static const char want[] =
-        "id: 42\ndata: {\"id\":42,\"type\":\"run.started\",\"run_id\":\"" RUN_1 "\",\"payload\":{\"a\":\"x/y\\ny\"},"
-        "\"created_at\":7}\n\n";
+    static const char want[] = "id: 42\ndata: {\"id\":42,\"type\":\"run.started\",\"run_id\":\"" RUN_1
+                               "\",\"payload\":{\"a\":\"x/y\\ny\"},"
+                               "\"created_at\":7}\n\n";
 
     (void)state;
     snprintf(e.tenant_id, sizeof e.tenant_id, "%s", TENANT_A);
@@ -546,7 +601,8 @@ int main(void)
         FX_TESTS(test_slow_client_cut, fx_setup_two_tenants, fx_teardown),
         FX_TESTS(test_heartbeat_retry_and_limit, fx_setup_two_tenants, fx_teardown),
         FX_TESTS(test_wait_for_ready, fx_setup_two_tenants, fx_teardown),
-        cmocka_unit_test(test_frame_and_ring),
+        FX_TESTS(test_ring_read, fx_setup_two_tenants, fx_teardown),
+        cmocka_unit_test(test_frame),
         cmocka_unit_test(test_tokens),
     };
 
