@@ -114,6 +114,10 @@ int aos_api_events_register(struct aos_router *router, struct aos_app *app, char
 /* Route flag: the guard also accepts a stream token (events/token.h) in
  * ?token= on this route -- and only there, and never an access token. */
 #define AOS_ROUTE_STREAM_TOKEN 0x2u
+/* Route flag: the response holds a secret (a new API key, a stream token),
+ * so it is never stored for Idempotency-Key replay: such a POST runs each
+ * time it is sent, and the header is ignored. */
+#define AOS_ROUTE_NO_IDEMPOTENCY 0x4u
 
 /* GET /api/v1/journal (tenant admins). */
 int aos_api_journal_register(struct aos_router *router, struct aos_app *app, char *err, size_t errlen);

@@ -599,7 +599,7 @@ static const struct aos_route auth_routes[] = {
     {"POST", "/api/v1/auth/register", handle_register, AOS_ROLE_NONE, AOS_ROUTE_AUTH_OPTIONAL},
     {"POST", "/api/v1/auth/login", handle_login, AOS_ROLE_NONE, 0},
     {"GET", "/api/v1/auth/me", handle_me, AOS_ROLE_USER, 0},
-    {"POST", "/api/v1/auth/api-keys", handle_key_create, AOS_ROLE_ADMIN, 0},
+    {"POST", "/api/v1/auth/api-keys", handle_key_create, AOS_ROLE_ADMIN, AOS_ROUTE_NO_IDEMPOTENCY},
     {"GET", "/api/v1/auth/api-keys", handle_key_list, AOS_ROLE_ADMIN, 0},
     {"DELETE", "/api/v1/auth/api-keys/{id}", handle_key_revoke, AOS_ROLE_ADMIN, 0},
 };

@@ -372,7 +372,7 @@ static const struct aos_route event_routes[] = {
     {"GET", "/api/v1/events", handle_list, AOS_ROLE_USER, 0},
     {"GET", "/api/v1/events/stream", handle_stream, AOS_ROLE_USER, AOS_ROUTE_STREAM_TOKEN},
     {"GET", "/api/v1/aoa/events", handle_stream, AOS_ROLE_USER, AOS_ROUTE_STREAM_TOKEN},
-    {"POST", "/api/v1/events/stream-token", handle_stream_token, AOS_ROLE_USER, 0},
+    {"POST", "/api/v1/events/stream-token", handle_stream_token, AOS_ROLE_USER, AOS_ROUTE_NO_IDEMPOTENCY},
 };
 
 int aos_api_events_register(struct aos_router *router, struct aos_app *app, char *err, size_t errlen)

@@ -194,12 +194,15 @@ static void idem_begin_done(void *arg)
 }
 
 /* Authenticated POSTs with an Idempotency-Key run at most once per key:
- * repeats get the first response.  Unauthenticated POSTs (login) are not
- * covered: their responses hold credentials that must never be stored. */
+ * repeats get the first response.  Unauthenticated POSTs (login) and
+ * routes flagged AOS_ROUTE_NO_IDEMPOTENCY (new API keys, stream tokens)
+ * are not covered: their responses hold credentials that must never be
+ * stored. */
 static void gateway_idempotency(struct aos_http_request *req)
 {
     size_t n = aos_http_header_count(req, "Idempotency-Key");
-    if (n == 0 || strcmp(req->method, "POST") != 0 || !req->authenticated) {
+    if (n == 0 || strcmp(req->method, "POST") != 0 || !req->authenticated ||
+        (req->match.route->flags & AOS_ROUTE_NO_IDEMPOTENCY)) {
         aos_http_call_handler(req);
         return;
     }

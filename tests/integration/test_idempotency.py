@@ -37,40 +37,55 @@ def run_suite(t, store, label):
             h.update(extra or {})
             return d.request("POST", path, body=body, headers=h)
 
+        agent = d.request("POST", "/api/v1/agents", body={"name": "idem", "plugin": "agent-echo"},
+                          headers=auth).json()["id"]
+
+        def runs_with(marker):
+            items = d.request("GET", "/api/v1/runs?agent=%s&limit=100" % agent, headers=auth).json()["items"]
+            return [i for i in items if i["input"].get("marker") == marker]
+
         key = "k-" + os.urandom(6).hex()
-        first = post("/api/v1/auth/api-keys", {"name": "idem"}, key)
-        again = post("/api/v1/auth/api-keys", {"name": "idem"}, key)
-        t.eq(first.status, 201, "%s: first request runs" % label)
-        t.eq((again.status, again.body), (201, first.body), "%s: a repeat replays status and body" % label)
+        body = {"agent": agent, "input": {"marker": key}}
+        first = post("/api/v1/aoa/run", body, key)
+        again = post("/api/v1/aoa/run", body, key)
+        t.eq(first.status, 202, "%s: first request runs" % label)
+        t.eq((again.status, again.body), (202, first.body), "%s: a repeat replays status and body" % label)
         t.eq(again.header("idempotent-replayed"), "true", "%s: the replay says Idempotent-Replayed: true" % label)
         t.ok(first.header("idempotent-replayed") is None, "%s: the first response does not" % label)
-        other = post("/api/v1/auth/api-keys", {"name": "different"}, key)
+        other = post("/api/v1/aoa/run", {"agent": agent, "input": {"marker": "other"}}, key)
         t.eq((other.status, other.json()["error"]["code"]), (422, "idempotency_key_reused"),
              "%s: same key, different body -> 422" % label)
-        listed = d.request("GET", "/api/v1/auth/api-keys", headers=auth).json()["items"]
-        t.eq(sum(1 for k in listed if k.get("name") == "idem"), 1, "%s: the key was created once" % label)
-        # Errors are stored too (5xx included); a handler's 422 is replayed.
+        t.eq(len(runs_with(key)), 1, "%s: the run was queued once" % label)
+        # Errors are stored too (5xx included); a handler's 4xx is replayed.
         bad = "b-" + os.urandom(6).hex()
-        r1 = post("/api/v1/auth/api-keys", {"role": "nope"}, bad)
-        r2 = post("/api/v1/auth/api-keys", {"role": "nope"}, bad)
-        t.eq((r1.status, r2.status, r2.header("idempotent-replayed")), (422, 422, "true"),
+        r1 = post("/api/v1/aoa/run", {"agent": "nope"}, bad)
+        r2 = post("/api/v1/aoa/run", {"agent": "nope"}, bad)
+        t.eq((r1.status, r2.status, r2.header("idempotent-replayed")), (404, 404, "true"),
              "%s: a handler's error response is replayed as well" % label)
+        # A response holding a secret (a new API key) is never stored: the
+        # request runs again rather than the secret sitting in the store.
+        secret = "p-" + os.urandom(6).hex()
+        k1 = post("/api/v1/auth/api-keys", {"name": "secretive"}, secret)
+        k2 = post("/api/v1/auth/api-keys", {"name": "secretive"}, secret)
+        t.ok(k1.status == 201 and k2.status == 201 and k1.json()["key"] != k2.json()["key"]
+             and k2.header("idempotent-replayed") is None,
+             "%s: POST /auth/api-keys is not replayed (no secret stored for replay)" % label)
         # Rejected before the handler: not stored.
         unauth_key = "u-" + os.urandom(6).hex()
-        r = d.request("POST", "/api/v1/auth/api-keys", body={"name": "x"}, headers={"Idempotency-Key": unauth_key})
+        r = d.request("POST", "/api/v1/aoa/run", body={"agent": agent}, headers={"Idempotency-Key": unauth_key})
         t.eq(r.status, 401, "%s: unauthenticated request refused" % label)
-        r = post("/api/v1/auth/api-keys", {"name": "after-401"}, unauth_key)
-        t.eq((r.status, r.header("idempotent-replayed")), (201, None),
+        r = post("/api/v1/aoa/run", {"agent": agent}, unauth_key)
+        t.eq((r.status, r.header("idempotent-replayed")), (202, None),
              "%s: a request refused before the handler did not consume the key" % label)
         # Bad keys.
         for name, value in (("empty", ""), ("too long", "x" * 256), ("non-ASCII", "caf\u00e9"), ("space", "a b")):
             try:
-                r = post("/api/v1/auth/api-keys", {"name": "x"}, None, {"Idempotency-Key": value})
+                r = post("/api/v1/aoa/run", {"agent": agent}, None, {"Idempotency-Key": value})
                 status = r.status
             except Exception:  # noqa: BLE001 - http.client refuses some values itself
                 status = 400
             t.eq(status, 400, "%s: %s Idempotency-Key -> 400" % (label, name))
-        raw = ("POST /api/v1/auth/api-keys HTTP/1.1\r\nHost: a\r\nAuthorization: %s\r\nContent-Type: application/json\r\n"
+        raw = ("POST /api/v1/aoa/run HTTP/1.1\r\nHost: a\r\nAuthorization: %s\r\nContent-Type: application/json\r\n"
                "Idempotency-Key: a\r\nIdempotency-Key: b\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}"
                % auth["Authorization"]).encode()
         t.ok(d.raw(raw).startswith(b"HTTP/1.1 400"), "%s: two Idempotency-Key headers -> 400" % label)
@@ -93,14 +108,13 @@ def run_suite(t, store, label):
              "%s: and is replayed afterwards" % label)
         # Concurrent duplicates never both execute.
         dup = "c-" + os.urandom(6).hex()
-        name = "race-" + os.urandom(3).hex()
         out = []
         lock = threading.Lock()
         barrier = threading.Barrier(8)
 
         def racer():
             barrier.wait()
-            r = post("/api/v1/auth/api-keys", {"name": name}, dup)
+            r = post("/api/v1/aoa/run", {"agent": agent, "input": {"marker": dup}}, dup)
             with lock:
                 out.append(r)
 
@@ -109,13 +123,11 @@ def run_suite(t, store, label):
             x.start()
         for x in threads:
             x.join()
-        listed = d.request("GET", "/api/v1/auth/api-keys", headers=auth).json()["items"]
-        t.eq(sum(1 for k in listed if k.get("name") == name), 1,
-             "%s: 8 parallel duplicates created exactly one key" % label)
-        t.ok(all(r.status in (201, 409) for r in out), "%s: the others got 409 or the replay: %s"
+        t.eq(len(runs_with(dup)), 1, "%s: 8 parallel duplicates queued exactly one run" % label)
+        t.ok(all(r.status in (202, 409) for r in out), "%s: the others got 409 or the replay: %s"
              % (label, sorted(r.status for r in out)))
-        ids = {r.json()["id"] for r in out if r.status == 201}
-        t.eq(len(ids), 1, "%s: every 201 carries the same key id" % label)
+        ids = {r.json()["run_id"] for r in out if r.status == 202}
+        t.eq(len(ids), 1, "%s: every 202 carries the same run id" % label)
         t.eq(d.stop(), 0, "%s: clean exit" % label)
     except Exception as e:  # noqa: BLE001
         t.ok(False, "%s: suite" % label, "%s\n%s" % (e, d.log_text()[-2000:]))
