@@ -284,7 +284,14 @@ enum aos_step_status {
     AOS_STEP_FAIL = 4            /* the run fails; error says why       */
 };
 
-/* Input of one step.  Every pointer is host-owned, valid during step(). */
+/* Input of one step.  Every pointer is host-owned, valid during step().
+ *
+ * How the host drives steps: step_index counts checkpointed calls (0
+ * first).  After NEEDS_APPROVAL the next call has the next index, the
+ * state from before the proposal, and `decision`.  After RETRY, a negative
+ * return, a timeout or a crash of the host, the SAME index is called again
+ * with the same state and the next `attempt`.  A call whose result was
+ * checkpointed is never made again. */
 struct aos_step_input {
     uint32_t size;             /* sizeof as the host knows it            */
     const char *run_id;        /* UUID text, NUL-terminated              */
