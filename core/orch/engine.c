@@ -582,6 +582,10 @@ static int claim_tx(struct aos_store_tx *tx, void *arg, char *err, size_t errlen
     json_object_object_add(p, "taken_over", json_object_new_boolean(c->taken_over));
     add_event(cl->events, &cl->nevents, EVENTS_PER_ITEM, "run.running", p);
 
+    /* A cancel requested while the run was running, before its node
+     * parked it (drain) or died: honour it now, before any further step. */
+    if (c->run.cancel_requested)
+        return stop_claimed(cl, tx, "cancelled", NULL, err, errlen);
     if (c->taken_over && c->run.attempt >= e->conf.max_attempts) {
         snprintf(why, sizeof why, "step %" PRId64 " did not finish in %d attempts (timed out or its worker died)",
                  c->run.next_step, e->conf.max_attempts);

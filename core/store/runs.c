@@ -432,8 +432,8 @@ int aos_store_run_cancel(struct aos_store_tx *tx, const char *tenant_id, const c
 }
 
 static const char SQL_RUN_RESUME[] =
-    "UPDATE runs SET status = 'queued', run_after = $3, updated_at = $3 WHERE tenant_id = $1 AND id = $2 AND "
-    "status = 'budget_exceeded'";
+    "UPDATE runs SET status = 'queued', error = NULL, run_after = $3, updated_at = $3 WHERE tenant_id = $1 AND "
+    "id = $2 AND status = 'budget_exceeded'";
 
 int aos_store_run_resume(struct aos_store_tx *tx, const char *tenant_id, const char *run_id, char *err,
                          size_t errlen)
@@ -1123,8 +1123,9 @@ out:
 }
 
 static const char SQL_RUN_STOP[] =
-    "UPDATE runs SET status = $4, error = $5, state = CASE WHEN $4 = 'failed' THEN NULL ELSE state END, "
-    "finished_at = CASE WHEN $4 = 'failed' THEN CAST($6 AS BIGINT) ELSE NULL END, updated_at = $6, " RUN_RELEASE
+    "UPDATE runs SET status = $4, error = $5, state = CASE WHEN $4 = 'budget_exceeded' THEN state ELSE NULL END, "
+    "finished_at = CASE WHEN $4 = 'budget_exceeded' THEN NULL ELSE CAST($6 AS BIGINT) END, updated_at = $6, "
+    RUN_RELEASE
     " WHERE tenant_id = $1 AND id = $2 AND lease_owner = $3 AND status = 'running'";
 
 int aos_store_run_stop(struct aos_store_tx *tx, const char *tenant_id, const char *run_id, const char *worker_id,
@@ -1137,8 +1138,8 @@ int aos_store_run_stop(struct aos_store_tx *tx, const char *tenant_id, const cha
     *result = 0;
     if (!aos_store_id_norm(tenant_id, tid) || !aos_store_id_norm(run_id, rid))
         return nf(err, errlen, "run");
-    if (strcmp(status, "failed") != 0 && strcmp(status, "budget_exceeded") != 0) {
-        aos_db_seterr(err, errlen, "a run stops as failed or budget_exceeded");
+    if (strcmp(status, "failed") != 0 && strcmp(status, "budget_exceeded") != 0 && strcmp(status, "cancelled") != 0) {
+        aos_db_seterr(err, errlen, "a run stops as failed, cancelled or budget_exceeded");
         return AOS_DB_CONSTRAINT;
     }
     struct aos_db_param p[] = {AOS_DB_P_TEXT(tid),    AOS_DB_P_TEXT(rid),   AOS_DB_P_TEXT(worker_id),

@@ -228,7 +228,8 @@ enum aos_checkpoint_result {
 int aos_store_checkpoint(struct aos_store_tx *tx, struct aos_checkpoint *cp, const char *day, int *result,
                          char status[AOS_RUN_STATUS_LEN], char *err, size_t errlen);
 /* Ends a claimed run without executing a step (its agent was deleted, its
- * plugin is gone, the budget is exhausted): status failed (with error) or
+ * plugin is gone, its cancel was requested before a node parked it, the
+ * budget is exhausted): status failed (with error), cancelled or
  * budget_exceeded; releases the lease and any budget reservation held.  LEASE_LOST as for checkpoints. */
 int aos_store_run_stop(struct aos_store_tx *tx, const char *tenant_id, const char *run_id, const char *worker_id,
                        const char *status, const char *error, int *result, char *err, size_t errlen);

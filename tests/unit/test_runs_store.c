@@ -1775,6 +1775,38 @@ static void test_budget_settle_and_release(void **state)
 
 /* ------------------------------------------------------------ stop, release, renew, cancel, resume */
 
+/* A cancel requested while running survives a park (drain) or a takeover:
+ * the next claim sees it and the engine stops the run as cancelled, with
+ * no further step. */
+static void test_cancel_survives_release(void **state)
+{
+    struct fx *f = fx_get(state);
+    char a1[AOS_ID_LEN], r[AOS_ID_LEN];
+    struct aos_claimed_run c;
+    struct aos_run run;
+    int64_t t = later();
+    int res = 0;
+
+    agent_new(f, TENANT_A, "a1", a1);
+    run_new(f, TENANT_A, a1, r);
+    claim_only(f, TENANT_A, "w1", t, r);
+    OK(f, aos_store_run_cancel(tx, TENANT_A, r, "someone", &res, E));
+    assert_int_equal(res, AOS_RUN_CANCEL_REQUESTED);
+    OK(f, aos_store_run_release(tx, TENANT_A, r, "w1", &res, E));
+    assert_int_equal(res, AOS_CP_OK);
+    run_status_is(f, TENANT_A, r, "queued");
+    claim_ok(f, TENANT_A, "w2", t + 1, r, &c);
+    assert_true(c.run.cancel_requested);
+    aos_claimed_run_clear(&c);
+    OK(f, aos_store_run_stop(tx, TENANT_A, r, "w2", "cancelled", NULL, &res, E));
+    assert_int_equal(res, AOS_CP_OK);
+    OK(f, aos_store_run_get(tx, TENANT_A, r, &run, E));
+    assert_string_equal(run.status, "cancelled");
+    assert_true(run.finished_at > 0);
+    assert_null(run.state);
+    aos_run_clear(&run);
+}
+
 static void test_stop_release_renew(void **state)
 {
     struct fx *f = fx_get(state);
@@ -1834,7 +1866,7 @@ static void test_stop_release_renew(void **state)
     run_status_is(f, TENANT_A, r, "running");
     assert_int_equal(TX(f, aos_store_run_stop(tx, TENANT_A, r, "w1", "succeeded", NULL, &res, E)),
                      AOS_DB_CONSTRAINT);
-    assert_int_equal(TX(f, aos_store_run_stop(tx, TENANT_A, r, "w1", "cancelled", NULL, &res, E)),
+    assert_int_equal(TX(f, aos_store_run_stop(tx, TENANT_A, r, "w1", "queued", NULL, &res, E)),
                      AOS_DB_CONSTRAINT);
     run_status_is(f, TENANT_A, r, "running");
     OK(f, aos_store_run_stop(tx, TENANT_A, r, "w1", "budget_exceeded", "agent tokens_day", &res, E));
@@ -2324,6 +2356,7 @@ int main(void)
         FX_TESTS(test_budget_each_limit, fx_setup_two_tenants, fx_teardown),
         FX_TESTS(test_budget_settle_and_release, fx_setup_two_tenants, fx_teardown),
         FX_TESTS(test_stop_release_renew, fx_setup_two_tenants, fx_teardown),
+        FX_TESTS(test_cancel_survives_release, fx_setup_two_tenants, fx_teardown),
         FX_TESTS(test_cancel_and_resume, fx_setup_two_tenants, fx_teardown),
         FX_TESTS(test_approvals_get_list, fx_setup_two_tenants, fx_teardown),
         FX_TESTS(test_approval_decide, fx_setup_two_tenants, fx_teardown),
