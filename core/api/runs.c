@@ -296,7 +296,8 @@ static void create_done(void *arg)
 
 static const char *const run_fields[] = {"agent", "workflow", "input"};
 
-/* Takes "input" (an object, default {}) from body.  false after answering. */
+/* Takes "input" (an object, default {}) from body.  false after answering
+ * (the request is then freed: the caller must not touch it). */
 static bool take_input(struct run_job *j, struct json_object *body)
 {
     struct json_object *input = NULL;
@@ -358,9 +359,12 @@ static void handle_aoa_run(struct aos_http_request *req, void *ctx)
         j->agent_ref = strdup(agent);
     else
         j->workflow_ref = strdup(workflow);
-    if ((j->agent_ref == NULL && j->workflow_ref == NULL) || !take_input(j, body)) {
-        if (!req->responded)
-            aos_http_respond_error(req, 500, "internal", "out of memory");
+    if (j->agent_ref == NULL && j->workflow_ref == NULL) {
+        aos_http_respond_error(req, 500, "internal", "out of memory");
+        job_free(j);
+        goto out;
+    }
+    if (!take_input(j, body)) { /* it answered: req is gone */
         job_free(j);
         goto out;
     }
@@ -386,9 +390,12 @@ static void handle_agent_run(struct aos_http_request *req, void *ctx)
         goto out;
     if ((j = job_new(req)) == NULL)
         goto out;
-    if ((j->agent_ref = strdup(id)) == NULL || !take_input(j, body)) {
-        if (!req->responded)
-            aos_http_respond_error(req, 500, "internal", "out of memory");
+    if ((j->agent_ref = strdup(id)) == NULL) {
+        aos_http_respond_error(req, 500, "internal", "out of memory");
+        job_free(j);
+        goto out;
+    }
+    if (!take_input(j, body)) { /* it answered: req is gone */
         job_free(j);
         goto out;
     }
