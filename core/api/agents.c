@@ -65,8 +65,7 @@ enum verdict {
 struct agent_job {
     struct aos_http_request *req;
     struct aos_app *app;
-    char tenant_id[AOS_ID_MAX];
-    char principal[AOS_ID_MAX];
+    struct aos_api_caller caller;
     char id[AOS_ID_LEN];
     /* create / update input */
     struct aos_agent_spec spec; /* points into the copies below */
@@ -91,16 +90,13 @@ struct agent_job {
 
 static struct agent_job *job_new(struct aos_http_request *req)
 {
-    struct agent_job *j = calloc(1, sizeof *j);
+    struct agent_job *j = aos_api_alloc(req, sizeof *j);
 
-    if (j == NULL) {
-        aos_http_respond_error(req, 500, "internal", "out of memory");
+    if (j == NULL)
         return NULL;
-    }
     j->req = req;
     j->app = req->app;
-    snprintf(j->tenant_id, sizeof j->tenant_id, "%s", req->principal.tenant_id);
-    snprintf(j->principal, sizeof j->principal, "%s", req->principal.subject);
+    aos_api_caller_set(&j->caller, req);
     aos_agent_spec_init(&j->spec);
     return j;
 }
@@ -121,6 +117,18 @@ static void defer(struct agent_job *j, void (*work)(void *), void (*done)(void *
 {
     if (aos_http_defer(j->req, j->app->pool, work, done, j) != 0)
         job_free(j);
+}
+
+/* Runs work, then done, on the agent the path names. */
+static void defer_by_path(struct aos_http_request *req, void (*work)(void *), void (*done)(void *))
+{
+    const char *id = aos_api_path_uuid(req, "agent");
+    struct agent_job *j;
+
+    if (id == NULL || (j = job_new(req)) == NULL)
+        return;
+    snprintf(j->id, sizeof j->id, "%s", id);
+    defer(j, work, done);
 }
 
 /* ------------------------------------------------------------ rendering */
@@ -225,26 +233,10 @@ static int take_string(struct json_object *body, const char *key, size_t maxlen,
     return 0;
 }
 
-static bool has_control(const char *s)
-{
-    for (; *s != '\0'; s++)
-        if ((unsigned char)*s < 0x20 || *s == 0x7f)
-            return true;
-    return false;
-}
-
 static const char *const body_fields[] = {"name",     "plugin",          "config",
                                           "autonomy", "approval_policy", "budget"};
 /* What a response carries and a body may echo back. */
 static const char *const readonly_fields[] = {"id", "created_by", "created_at", "updated_at", "tenant_id"};
-
-static bool listed(const char *key, const char *const *list, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        if (strcmp(key, list[i]) == 0)
-            return true;
-    return false;
-}
 
 static int take_budget(struct json_object *body, struct aos_agent_spec *spec, char *err, size_t errlen)
 {
@@ -268,7 +260,7 @@ static int take_budget(struct json_object *body, struct aos_agent_spec *spec, ch
     json_object_object_foreach(b, key, val)
     {
         (void)val;
-        if (!listed(key, keys, sizeof keys / sizeof keys[0])) {
+        if (!aos_api_listed(key, keys, sizeof keys / sizeof keys[0])) {
             snprintf(err, errlen,
                      "field 'budget' has an unknown member (known: tokens_day, tokens_month, "
                      "micro_usd_day, micro_usd_month, step_tokens, step_micro_usd)");
@@ -298,8 +290,8 @@ static int take_body(struct agent_job *j, struct json_object *body)
     json_object_object_foreach(body, key, val)
     {
         (void)val;
-        if (!listed(key, body_fields, sizeof body_fields / sizeof body_fields[0]) &&
-            !listed(key, readonly_fields, sizeof readonly_fields / sizeof readonly_fields[0])) {
+        if (!aos_api_listed(key, body_fields, sizeof body_fields / sizeof body_fields[0]) &&
+            !aos_api_listed(key, readonly_fields, sizeof readonly_fields / sizeof readonly_fields[0])) {
             /* The key is client text: not echoed (it may be anything). */
             snprintf(err, sizeof err,
                      "unknown field (known: name, plugin, config, autonomy, approval_policy, "
@@ -309,7 +301,7 @@ static int take_body(struct agent_job *j, struct json_object *body)
     }
     if (take_string(body, "name", AOS_AGENT_NAME_MAX, true, &j->name, err, sizeof err) != 0)
         goto invalid;
-    if (has_control(j->name)) {
+    if (aos_api_has_control(j->name)) {
         snprintf(err, sizeof err, "field 'name' must not contain control characters");
         goto invalid;
     }
@@ -335,24 +327,11 @@ static int take_body(struct agent_job *j, struct json_object *body)
     j->spec.config = j->config;
     j->spec.autonomy = j->autonomy;
     j->spec.approval_policy = j->approval_policy;
-    j->spec.created_by = j->principal[0] != '\0' ? j->principal : NULL;
+    j->spec.created_by = j->caller.principal[0] != '\0' ? j->caller.principal : NULL;
     return 0;
 invalid:
     aos_http_respond_error(j->req, 422, "invalid_field", "%s", err);
     return -1;
-}
-
-/* The id of the path, or NULL having answered 404 (a malformed id names
- * nothing, exactly like another tenant's). */
-static const char *path_id(struct aos_http_request *req)
-{
-    const char *id = aos_http_param(req, "id");
-
-    if (id == NULL || !aos_api_uuid_valid(id)) {
-        aos_http_respond_error(req, 404, "not_found", "no such agent");
-        return NULL;
-    }
-    return id;
 }
 
 /* ------------------------------------------------------------ plugin checks */
@@ -380,7 +359,7 @@ static void check_plugin(struct agent_job *j)
         return;
     }
     p = aos_plugin_set_find(rt->plugins, j->plugin);
-    t = aos_conf_tenant_find(rt->conf, j->tenant_id);
+    t = aos_conf_tenant_find(rt->conf, j->caller.tenant_id);
     if (p == NULL || aos_plugin_instance_kind(p) != AOS_PLUGIN_AGENT)
         j->verdict = VERDICT_UNKNOWN_PLUGIN;
     else if (t == NULL || !plugin_allowed(t, j->plugin))
@@ -435,9 +414,9 @@ static int create_tx(struct aos_store_tx *tx, void *arg, char *err, size_t errle
 
     /* transact may run this twice: drop a first attempt's row. */
     aos_agent_clear(&j->agent);
-    rc = aos_store_agent_create(tx, j->tenant_id, &j->spec, j->id, err, errlen);
+    rc = aos_store_agent_create(tx, j->caller.tenant_id, &j->spec, j->id, err, errlen);
     if (rc == AOS_DB_OK)
-        rc = aos_store_agent_get(tx, j->tenant_id, j->id, &j->agent, err, errlen);
+        rc = aos_store_agent_get(tx, j->caller.tenant_id, j->id, &j->agent, err, errlen);
     return rc;
 }
 
@@ -494,9 +473,9 @@ static int update_tx(struct aos_store_tx *tx, void *arg, char *err, size_t errle
     int rc;
 
     aos_agent_clear(&j->agent);
-    rc = aos_store_agent_update(tx, j->tenant_id, j->id, &j->spec, err, errlen);
+    rc = aos_store_agent_update(tx, j->caller.tenant_id, j->id, &j->spec, err, errlen);
     if (rc == AOS_DB_OK)
-        rc = aos_store_agent_get(tx, j->tenant_id, j->id, &j->agent, err, errlen);
+        rc = aos_store_agent_get(tx, j->caller.tenant_id, j->id, &j->agent, err, errlen);
     return rc;
 }
 
@@ -505,7 +484,7 @@ static int exists_tx(struct aos_store_tx *tx, void *arg, char *err, size_t errle
     struct agent_job *j = arg;
 
     aos_agent_clear(&j->agent);
-    return aos_store_agent_get(tx, j->tenant_id, j->id, &j->agent, err, errlen);
+    return aos_store_agent_get(tx, j->caller.tenant_id, j->id, &j->agent, err, errlen);
 }
 
 static void update_work(void *arg)
@@ -548,7 +527,7 @@ static void handle_update(struct aos_http_request *req, void *ctx)
     const char *id;
 
     (void)ctx;
-    id = path_id(req);
+    id = aos_api_path_uuid(req, "agent");
     if (id == NULL)
         return;
     body = aos_http_body_json(req);
@@ -591,25 +570,15 @@ static void get_done(void *arg)
 
 static void handle_get(struct aos_http_request *req, void *ctx)
 {
-    struct agent_job *j;
-    const char *id;
-
     (void)ctx;
-    id = path_id(req);
-    if (id == NULL)
-        return;
-    j = job_new(req);
-    if (j == NULL)
-        return;
-    snprintf(j->id, sizeof j->id, "%s", id);
-    defer(j, get_work, get_done);
+    defer_by_path(req, get_work, get_done);
 }
 
 static int delete_tx(struct aos_store_tx *tx, void *arg, char *err, size_t errlen)
 {
     struct agent_job *j = arg;
 
-    return aos_store_agent_delete(tx, j->tenant_id, j->id, err, errlen);
+    return aos_store_agent_delete(tx, j->caller.tenant_id, j->id, err, errlen);
 }
 
 static void delete_work(void *arg)
@@ -634,18 +603,8 @@ static void delete_done(void *arg)
 
 static void handle_delete(struct aos_http_request *req, void *ctx)
 {
-    struct agent_job *j;
-    const char *id;
-
     (void)ctx;
-    id = path_id(req);
-    if (id == NULL)
-        return;
-    j = job_new(req);
-    if (j == NULL)
-        return;
-    snprintf(j->id, sizeof j->id, "%s", id);
-    defer(j, delete_work, delete_done);
+    defer_by_path(req, delete_work, delete_done);
 }
 
 /* ------------------------------------------------------------ list */
@@ -658,7 +617,7 @@ static int list_tx(struct aos_store_tx *tx, void *arg, char *err, size_t errlen)
     aos_agents_free(j->items, j->n);
     j->items = NULL;
     j->n = 0;
-    return aos_store_agent_list(tx, j->tenant_id, j->cursor, j->limit, &j->items, &j->n, j->next, err,
+    return aos_store_agent_list(tx, j->caller.tenant_id, j->cursor, j->limit, &j->items, &j->n, j->next, err,
                                 errlen);
 }
 
@@ -672,25 +631,16 @@ static void list_work(void *arg)
 static void list_done(void *arg)
 {
     struct agent_job *j = arg;
-    struct json_object *items, *o;
+    struct json_object *items;
 
-    if (j->rc == AOS_DB_CONSTRAINT) {
-        /* The only constraint a read can meet: a cursor we did not issue. */
-        aos_http_respond_error(j->req, 400, "invalid_query", "malformed cursor");
-        goto out;
-    }
     if (j->rc != AOS_DB_OK) {
-        aos_api_store_error(j->req, j->rc, j->err);
+        aos_api_page_error(j->req, j->rc, j->err);
         goto out;
     }
     items = json_object_new_array();
     for (size_t i = 0; i < j->n; i++)
         json_object_array_add(items, agent_json(&j->items[i], j->req->request_id));
-    o = json_object_new_object();
-    json_object_object_add(o, "items", items);
-    json_object_object_add(o, "next_cursor", j->next[0] != '\0' ? json_object_new_string(j->next) : NULL);
-    aos_http_add_header(j->req, "Cache-Control", "no-store");
-    aos_http_respond_json(j->req, 200, o);
+    aos_api_respond_page(j->req, items, j->next);
 out:
     job_free(j);
 }
@@ -698,22 +648,12 @@ out:
 static void handle_list(struct aos_http_request *req, void *ctx)
 {
     struct agent_job *j;
-    char limit[16];
-    int r;
 
     (void)ctx;
     j = job_new(req);
     if (j == NULL)
         return;
-    j->limit = LIMIT_DEFAULT;
-    r = aos_api_query_get(req->query, "limit", limit, sizeof limit);
-    if (r < 0 || (r == 1 && !aos_api_parse_limit(limit, LIMIT_MAX, &j->limit))) {
-        aos_http_respond_error(req, 400, "invalid_query", "limit must be an integer from 1 to %d", LIMIT_MAX);
-        job_free(j);
-        return;
-    }
-    if (aos_api_query_get(req->query, "cursor", j->cursor, sizeof j->cursor) < 0) {
-        aos_http_respond_error(req, 400, "invalid_query", "malformed cursor");
+    if (!aos_api_page_query(req, LIMIT_DEFAULT, LIMIT_MAX, &j->limit, j->cursor, sizeof j->cursor)) {
         job_free(j);
         return;
     }

@@ -11,6 +11,8 @@
 #include <stddef.h>
 #include <time.h>
 
+#include <aos/plugin.h> /* AOS_ID_MAX */
+
 struct aos_pool;
 struct aos_metrics;
 struct aos_router;
@@ -82,6 +84,46 @@ int aos_api_testing_register(struct aos_router *router, struct aos_app *app, cha
 int aos_api_query_get(const char *query, const char *name, char *out, size_t size);
 /* A page size: decimal 1..max, nothing else. */
 bool aos_api_parse_limit(const char *s, size_t max, size_t *out);
+
+/* Reading a request and answering a page of a list (query.c).  A function
+ * that returns false or NULL has answered the request (4xx/500): the
+ * caller must not touch req again. */
+
+/* ?limit= into *limit (def when absent, else 1..max) and ?cursor= into
+ * cursor (unchecked: the store refuses a cursor it did not issue).  False
+ * having answered 400 invalid_query. */
+bool aos_api_page_query(struct aos_http_request *req, size_t def, size_t max, size_t *limit, char *cursor,
+                        size_t cursor_size);
+/* Answers 200 {"items": items, "next_cursor": next_cursor, null when NULL
+ * or ""}, not to be cached.  Takes over items. */
+void aos_api_respond_page(struct aos_http_request *req, struct json_object *items, const char *next_cursor);
+/* Answers a failed page read: 400 malformed cursor on AOS_DB_CONSTRAINT,
+ * otherwise aos_api_store_error. */
+void aos_api_page_error(struct aos_http_request *req, int status, const char *detail);
+/* The canonical UUID in the path's {id}, or NULL having answered 404 "no
+ * such <what>" (a malformed id names nothing, exactly like another
+ * tenant's). */
+const char *aos_api_path_uuid(struct aos_http_request *req, const char *what);
+
+/* size zeroed bytes for work done on req's behalf (a job, a stream's
+ * context; the caller free()s them), or NULL having answered 500. */
+void *aos_api_alloc(struct aos_http_request *req, size_t size);
+/* Whom a job acts for, kept in the job: its work runs on the pool. */
+struct aos_api_caller {
+    char tenant_id[AOS_ID_MAX];
+    char principal[AOS_ID_MAX]; /* the principal's subject: a user or API key id */
+};
+/* Copies req's tenant and subject into c. */
+void aos_api_caller_set(struct aos_api_caller *c, const struct aos_http_request *req);
+
+/* True if s holds a control character (C0 or DEL): refused in names. */
+bool aos_api_has_control(const char *s);
+/* True if s is one of list[0..n). */
+bool aos_api_listed(const char *s, const char *const *list, size_t n);
+/* True having answered 422 invalid_request "unknown field '<key>'" if the
+ * JSON object body has a member not in known[0..n). */
+bool aos_api_unknown_field(struct aos_http_request *req, struct json_object *body, const char *const *known,
+                           size_t n);
 
 /* The auth guard (see guard.c): installed with aos_http_server_set_guard. */
 void aos_api_guard(struct aos_http_request *req);

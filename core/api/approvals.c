@@ -38,8 +38,7 @@
 struct approval_job {
     struct aos_http_request *req;
     struct aos_app *app;
-    char tenant_id[AOS_ID_MAX];
-    char principal[AOS_ID_MAX];
+    struct aos_api_caller caller;
     char id[AOS_ID_LEN];
     bool approve;
     bool four_eyes;
@@ -58,16 +57,13 @@ struct approval_job {
 
 static struct approval_job *job_new(struct aos_http_request *req)
 {
-    struct approval_job *j = calloc(1, sizeof *j);
+    struct approval_job *j = aos_api_alloc(req, sizeof *j);
 
-    if (j == NULL) {
-        aos_http_respond_error(req, 500, "internal", "out of memory");
+    if (j == NULL)
         return NULL;
-    }
     j->req = req;
     j->app = req->app;
-    snprintf(j->tenant_id, sizeof j->tenant_id, "%s", req->principal.tenant_id);
-    snprintf(j->principal, sizeof j->principal, "%s", req->principal.subject);
+    aos_api_caller_set(&j->caller, req);
     return j;
 }
 
@@ -104,17 +100,6 @@ static struct json_object *approval_json(const struct aos_approval *a)
     return o;
 }
 
-static const char *path_id(struct aos_http_request *req)
-{
-    const char *id = aos_http_param(req, "id");
-
-    if (id == NULL || !aos_api_uuid_valid(id)) {
-        aos_http_respond_error(req, 404, "not_found", "no such approval");
-        return NULL;
-    }
-    return id;
-}
-
 /* ------------------------------------------------------------ decide */
 
 static int decide_tx(struct aos_store_tx *tx, void *arg, char *err, size_t errlen)
@@ -123,20 +108,20 @@ static int decide_tx(struct aos_store_tx *tx, void *arg, char *err, size_t errle
     int rc;
 
     aos_approval_clear(&j->approval);
-    rc = aos_store_approval_decide(tx, j->tenant_id, j->id, j->principal, j->approve, j->comment, j->four_eyes,
-                                   &j->result, &j->approval, err, errlen);
+    rc = aos_store_approval_decide(tx, j->caller.tenant_id, j->id, j->caller.principal, j->approve,
+                                   j->comment, j->four_eyes, &j->result, &j->approval, err, errlen);
     if (rc != AOS_DB_OK || j->result != AOS_DECIDED)
         return rc;
     struct json_object *p = json_object_new_object();
     json_object_object_add(p, "approval_id", json_object_new_string(j->approval.id));
     json_object_object_add(p, "decision", json_object_new_string(j->approval.status));
-    json_object_object_add(p, "decided_by", json_object_new_string(j->principal));
+    json_object_object_add(p, "decided_by", json_object_new_string(j->caller.principal));
     json_object_object_add(p, "comment", j->comment != NULL ? json_object_new_string(j->comment) : NULL);
-    rc = aos_event_append(tx, j->app->pii, j->tenant_id, "approval.decided", j->approval.run_id,
+    rc = aos_event_append(tx, j->app->pii, j->caller.tenant_id, "approval.decided", j->approval.run_id,
                           aos_json_text(p, NULL), NULL, err, errlen);
     json_object_put(p);
     if (rc == AOS_DB_OK)
-        rc = aos_event_append(tx, j->app->pii, j->tenant_id, "run.queued", j->approval.run_id,
+        rc = aos_event_append(tx, j->app->pii, j->caller.tenant_id, "run.queued", j->approval.run_id,
                               "{\"reason\":\"approval decided\"}", NULL, err, errlen);
     return rc;
 }
@@ -170,9 +155,11 @@ static void decide_done(void *arg)
     job_free(j);
 }
 
+static const char *const decide_fields[] = {"comment"};
+
 static void decide(struct aos_http_request *req, bool approve)
 {
-    const char *id = path_id(req), *comment = NULL;
+    const char *id = aos_api_path_uuid(req, "approval"), *comment = NULL;
     struct json_object *body = NULL;
     struct approval_job *j = NULL;
     char err[256];
@@ -182,14 +169,8 @@ static void decide(struct aos_http_request *req, bool approve)
     if (req->body_len > 0) {
         if ((body = aos_http_body_json(req)) == NULL)
             return;
-        json_object_object_foreach(body, key, val)
-        {
-            (void)val;
-            if (strcmp(key, "comment") != 0) {
-                aos_http_respond_error(req, 422, "invalid_request", "unknown field '%.64s'", key);
-                goto out;
-            }
-        }
+        if (aos_api_unknown_field(req, body, decide_fields, 1))
+            goto out;
         if (aos_json_get_string(body, "comment", 0, COMMENT_MAX, &comment, err, sizeof err) < 0) {
             aos_http_respond_error(req, 422, "invalid_request", "%s", err);
             goto out;
@@ -231,7 +212,7 @@ static int get_tx(struct aos_store_tx *tx, void *arg, char *err, size_t errlen)
 {
     struct approval_job *j = arg;
     aos_approval_clear(&j->approval);
-    return aos_store_approval_get(tx, j->tenant_id, j->id, &j->approval, err, errlen);
+    return aos_store_approval_get(tx, j->caller.tenant_id, j->id, &j->approval, err, errlen);
 }
 
 static void get_work(void *arg)
@@ -255,7 +236,7 @@ static void get_done(void *arg)
 
 static void handle_get(struct aos_http_request *req, void *ctx)
 {
-    const char *id = path_id(req);
+    const char *id = aos_api_path_uuid(req, "approval");
     struct approval_job *j;
 
     (void)ctx;
@@ -272,8 +253,8 @@ static int list_tx(struct aos_store_tx *tx, void *arg, char *err, size_t errlen)
     aos_approvals_free(j->items, j->n);
     j->items = NULL;
     j->n = 0;
-    return aos_store_approval_list(tx, j->tenant_id, j->status[0] != '\0' ? j->status : NULL, j->cursor, j->limit,
-                                   &j->items, &j->n, j->next, err, errlen);
+    return aos_store_approval_list(tx, j->caller.tenant_id, j->status[0] != '\0' ? j->status : NULL,
+                                   j->cursor, j->limit, &j->items, &j->n, j->next, err, errlen);
 }
 
 static void list_work(void *arg)
@@ -286,44 +267,32 @@ static void list_done(void *arg)
 {
     struct approval_job *j = arg;
 
-    if (j->rc == AOS_DB_CONSTRAINT) {
-        aos_http_respond_error(j->req, 400, "invalid_query", "malformed cursor");
-    } else if (j->rc != AOS_DB_OK) {
-        aos_api_store_error(j->req, j->rc, j->err);
+    if (j->rc != AOS_DB_OK) {
+        aos_api_page_error(j->req, j->rc, j->err);
     } else {
-        struct json_object *items = json_object_new_array(), *o = json_object_new_object();
+        struct json_object *items = json_object_new_array();
         for (size_t i = 0; i < j->n; i++)
             json_object_array_add(items, approval_json(&j->items[i]));
-        json_object_object_add(o, "items", items);
-        json_object_object_add(o, "next_cursor", j->next[0] != '\0' ? json_object_new_string(j->next) : NULL);
-        aos_http_add_header(j->req, "Cache-Control", "no-store");
-        aos_http_respond_json(j->req, 200, o);
+        aos_api_respond_page(j->req, items, j->next);
     }
     job_free(j);
 }
 
+static const char *const approval_statuses[] = {"pending", "approved", "rejected", "expired"};
+
 static void handle_list(struct aos_http_request *req, void *ctx)
 {
     struct approval_job *j;
-    char limit[16];
     int r;
 
     (void)ctx;
     if ((j = job_new(req)) == NULL)
         return;
-    j->limit = LIMIT_DEFAULT;
-    r = aos_api_query_get(req->query, "limit", limit, sizeof limit);
-    if (r < 0 || (r == 1 && !aos_api_parse_limit(limit, LIMIT_MAX, &j->limit))) {
-        aos_http_respond_error(req, 400, "invalid_query", "limit must be an integer from 1 to %d", LIMIT_MAX);
+    if (!aos_api_page_query(req, LIMIT_DEFAULT, LIMIT_MAX, &j->limit, j->cursor, sizeof j->cursor))
         goto fail;
-    }
-    if (aos_api_query_get(req->query, "cursor", j->cursor, sizeof j->cursor) < 0) {
-        aos_http_respond_error(req, 400, "invalid_query", "malformed cursor");
-        goto fail;
-    }
     r = aos_api_query_get(req->query, "status", j->status, sizeof j->status);
-    if (r < 0 || (r == 1 && strcmp(j->status, "pending") != 0 && strcmp(j->status, "approved") != 0 &&
-                  strcmp(j->status, "rejected") != 0 && strcmp(j->status, "expired") != 0)) {
+    if (r < 0 || (r == 1 && !aos_api_listed(j->status, approval_statuses,
+                                            sizeof approval_statuses / sizeof approval_statuses[0]))) {
         aos_http_respond_error(req, 400, "invalid_query", "status must be pending, approved, rejected or expired");
         goto fail;
     }

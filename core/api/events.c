@@ -180,8 +180,8 @@ static void list_job_free(struct list_job *j)
 static void list_done(void *arg)
 {
     struct list_job *j = arg;
-    struct json_object *items, *o;
-    char next[24];
+    struct json_object *items;
+    char next[24] = "";
 
     if (j->rc != AOS_DB_OK) {
         aos_api_store_error(j->req, j->rc, j->err);
@@ -190,16 +190,9 @@ static void list_done(void *arg)
     items = json_object_new_array();
     for (size_t i = 0; i < j->n; i++)
         json_object_array_add(items, aos_event_to_json(&j->items[i]));
-    o = json_object_new_object();
-    json_object_object_add(o, "items", items);
-    if (j->more && j->n > 0) {
+    if (j->more && j->n > 0)
         snprintf(next, sizeof next, "%" PRId64, j->items[j->n - 1].id);
-        json_object_object_add(o, "next_cursor", json_object_new_string(next));
-    } else {
-        json_object_object_add(o, "next_cursor", NULL);
-    }
-    aos_http_add_header(j->req, "Cache-Control", "no-store");
-    aos_http_respond_json(j->req, 200, o);
+    aos_api_respond_page(j->req, items, next);
 out:
     list_job_free(j);
 }
@@ -211,11 +204,9 @@ static void handle_list(struct aos_http_request *req, void *ctx)
     char buf[32], cur[32];
     int ra, rc;
 
-    j = calloc(1, sizeof *j);
-    if (j == NULL) {
-        aos_http_respond_error(req, 500, "internal", "out of memory");
+    j = aos_api_alloc(req, sizeof *j);
+    if (j == NULL)
         return;
-    }
     j->req = req;
     j->app = app;
     j->limit = LIMIT_DEFAULT;
@@ -282,11 +273,9 @@ static void handle_stream(struct aos_http_request *req, void *ctx)
         aos_http_respond_error(req, 503, "events_unavailable", "this node serves no event streams");
         return;
     }
-    c = calloc(1, sizeof *c);
-    if (c == NULL) {
-        aos_http_respond_error(req, 500, "internal", "out of memory");
+    c = aos_api_alloc(req, sizeof *c);
+    if (c == NULL)
         return;
-    }
     c->hub = hub;
     c->loop = req->loop;
     snprintf(c->tenant_id, sizeof c->tenant_id, "%s", req->principal.tenant_id);

@@ -63,16 +63,11 @@ static struct json_object *text_or_null(const char *s)
 static void list_done(void *arg)
 {
     struct journal_job *j = arg;
-    struct json_object *items, *o;
+    struct json_object *items;
     size_t i;
 
-    if (j->rc == AOS_DB_CONSTRAINT) {
-        /* The only constraint a read can meet: a cursor we did not issue. */
-        aos_http_respond_error(j->req, 400, "invalid_query", "malformed cursor");
-        goto out;
-    }
     if (j->rc != AOS_DB_OK) {
-        aos_api_store_error(j->req, j->rc, j->err);
+        aos_api_page_error(j->req, j->rc, j->err);
         goto out;
     }
     items = json_object_new_array();
@@ -92,11 +87,7 @@ static void list_done(void *arg)
         json_object_object_add(it, "client_ip", text_or_null(r->client_ip));
         json_object_array_add(items, it);
     }
-    o = json_object_new_object();
-    json_object_object_add(o, "items", items);
-    json_object_object_add(o, "next_cursor", text_or_null(j->next));
-    aos_http_add_header(j->req, "Cache-Control", "no-store");
-    aos_http_respond_json(j->req, 200, o);
+    aos_api_respond_page(j->req, items, j->next);
 out:
     job_free(j);
 }
@@ -104,26 +95,14 @@ out:
 static void handle_list(struct aos_http_request *req, void *ctx)
 {
     struct journal_job *j;
-    char limit[16];
-    int r;
 
     (void)ctx;
-    j = calloc(1, sizeof(*j));
-    if (j == NULL) {
-        aos_http_respond_error(req, 500, "internal", "out of memory");
+    j = aos_api_alloc(req, sizeof(*j));
+    if (j == NULL)
         return;
-    }
     j->req = req;
     j->app = req->app;
-    j->limit = LIMIT_DEFAULT;
-    r = aos_api_query_get(req->query, "limit", limit, sizeof(limit));
-    if (r < 0 || (r == 1 && !aos_api_parse_limit(limit, LIMIT_MAX, &j->limit))) {
-        aos_http_respond_error(req, 400, "invalid_query", "limit must be an integer from 1 to %d", LIMIT_MAX);
-        job_free(j);
-        return;
-    }
-    if (aos_api_query_get(req->query, "cursor", j->cursor, sizeof(j->cursor)) < 0) {
-        aos_http_respond_error(req, 400, "invalid_query", "malformed cursor");
+    if (!aos_api_page_query(req, LIMIT_DEFAULT, LIMIT_MAX, &j->limit, j->cursor, sizeof(j->cursor))) {
         job_free(j);
         return;
     }

@@ -38,8 +38,7 @@
 struct run_job {
     struct aos_http_request *req;
     struct aos_app *app;
-    char tenant_id[AOS_ID_MAX];
-    char principal[AOS_ID_MAX];
+    struct aos_api_caller caller;
     char id[AOS_ID_LEN];
     /* create */
     char *agent_ref;    /* id or name, as given */
@@ -67,16 +66,13 @@ struct run_job {
 
 static struct run_job *job_new(struct aos_http_request *req)
 {
-    struct run_job *j = calloc(1, sizeof *j);
+    struct run_job *j = aos_api_alloc(req, sizeof *j);
 
-    if (j == NULL) {
-        aos_http_respond_error(req, 500, "internal", "out of memory");
+    if (j == NULL)
         return NULL;
-    }
     j->req = req;
     j->app = req->app;
-    snprintf(j->tenant_id, sizeof j->tenant_id, "%s", req->principal.tenant_id);
-    snprintf(j->principal, sizeof j->principal, "%s", req->principal.subject);
+    aos_api_caller_set(&j->caller, req);
     return j;
 }
 
@@ -97,15 +93,16 @@ static void defer(struct run_job *j, void (*work)(void *), void (*done)(void *))
         job_free(j);
 }
 
-static const char *path_id(struct aos_http_request *req, const char *what)
+/* Runs work, then done, on the run the path names. */
+static void defer_by_path(struct aos_http_request *req, void (*work)(void *), void (*done)(void *))
 {
-    const char *id = aos_http_param(req, "id");
+    const char *id = aos_api_path_uuid(req, "run");
+    struct run_job *j;
 
-    if (id == NULL || !aos_api_uuid_valid(id)) {
-        aos_http_respond_error(req, 404, "not_found", "no such %s", what);
-        return NULL;
-    }
-    return id;
+    if (id == NULL || (j = job_new(req)) == NULL)
+        return;
+    snprintf(j->id, sizeof j->id, "%s", id);
+    defer(j, work, done);
 }
 
 /* ------------------------------------------------------------ rendering */
@@ -191,7 +188,7 @@ static void check_plugin(struct run_job *j, const char *plugin)
 {
     struct aos_runtime *rt = aos_runtime_acquire();
     const struct aos_plugin_instance *p = rt != NULL ? aos_plugin_set_find(rt->plugins, plugin) : NULL;
-    const struct aos_conf_tenant *t = rt != NULL ? aos_conf_tenant_find(rt->conf, j->tenant_id) : NULL;
+    const struct aos_conf_tenant *t = rt != NULL ? aos_conf_tenant_find(rt->conf, j->caller.tenant_id) : NULL;
 
     if (p == NULL || aos_plugin_instance_kind(p) != AOS_PLUGIN_AGENT || t == NULL || !plugin_allowed(t, plugin))
         snprintf(j->plugin_problem, sizeof j->plugin_problem,
@@ -206,9 +203,9 @@ static int resolve_agent(struct aos_store_tx *tx, struct run_job *j, char *err, 
     int rc;
 
     if (aos_api_uuid_valid(j->agent_ref))
-        rc = aos_store_agent_get(tx, j->tenant_id, j->agent_ref, &a, err, errlen);
+        rc = aos_store_agent_get(tx, j->caller.tenant_id, j->agent_ref, &a, err, errlen);
     else
-        rc = aos_store_agent_get_by_name(tx, j->tenant_id, j->agent_ref, &a, err, errlen);
+        rc = aos_store_agent_get_by_name(tx, j->caller.tenant_id, j->agent_ref, &a, err, errlen);
     if (rc != AOS_DB_OK)
         return rc;
     memcpy(j->agent_id, a.id, AOS_ID_LEN);
@@ -223,9 +220,9 @@ static int resolve_workflow(struct aos_store_tx *tx, struct run_job *j, char *er
     int rc;
 
     if (aos_api_uuid_valid(j->workflow_ref))
-        rc = aos_store_workflow_get(tx, j->tenant_id, j->workflow_ref, &w, err, errlen);
+        rc = aos_store_workflow_get(tx, j->caller.tenant_id, j->workflow_ref, &w, err, errlen);
     else
-        rc = aos_store_workflow_get_by_name(tx, j->tenant_id, j->workflow_ref, &w, err, errlen);
+        rc = aos_store_workflow_get_by_name(tx, j->caller.tenant_id, j->workflow_ref, &w, err, errlen);
     if (rc != AOS_DB_OK)
         return rc;
     memcpy(j->workflow_id, w.id, AOS_ID_LEN);
@@ -243,33 +240,35 @@ static int create_tx(struct aos_store_tx *tx, void *arg, char *err, size_t errle
     rc = j->agent_ref != NULL ? resolve_agent(tx, j, err, errlen) : resolve_workflow(tx, j, err, errlen);
     if (rc != AOS_DB_OK || j->plugin_problem[0] != '\0')
         return rc == AOS_DB_OK ? AOS_DB_CONSTRAINT : rc;
-    rc = aos_store_run_create(tx, j->tenant_id, j->agent_ref != NULL ? j->agent_id : NULL,
-                              j->agent_ref != NULL ? NULL : j->workflow_id, j->principal, j->input, j->id, err,
-                              errlen);
+    rc = aos_store_run_create(tx, j->caller.tenant_id, j->agent_ref != NULL ? j->agent_id : NULL,
+                              j->agent_ref != NULL ? NULL : j->workflow_id, j->caller.principal, j->input,
+                              j->id, err, errlen);
     if (rc != AOS_DB_OK)
         return rc;
     struct json_object *p = json_object_new_object();
     json_object_object_add(p, "agent_id", id_or_null(j->agent_ref != NULL ? j->agent_id : NULL));
     json_object_object_add(p, "workflow_id", id_or_null(j->agent_ref != NULL ? NULL : j->workflow_id));
-    json_object_object_add(p, "created_by", json_object_new_string(j->principal));
-    rc = aos_event_append(tx, j->app->pii, j->tenant_id, "run.queued", j->id, aos_json_text(p, NULL), NULL, err,
-                          errlen);
+    json_object_object_add(p, "created_by", json_object_new_string(j->caller.principal));
+    rc = aos_event_append(tx, j->app->pii, j->caller.tenant_id, "run.queued", j->id, aos_json_text(p, NULL),
+                          NULL, err, errlen);
     json_object_put(p);
     if (rc == AOS_DB_OK)
-        rc = aos_store_run_get(tx, j->tenant_id, j->id, &j->run, err, errlen);
+        rc = aos_store_run_get(tx, j->caller.tenant_id, j->id, &j->run, err, errlen);
     return rc;
 }
 
-static void create_work(void *arg)
+/* Runs tx in a write transaction; once it has queued the run, the event
+ * streams and the engine are told. */
+static void queue_work(struct run_job *j, aos_store_tx_fn tx)
 {
-    struct run_job *j = arg;
-
-    j->rc = aos_store_transact(j->app->store, true, create_tx, j, j->err, sizeof j->err);
+    j->rc = aos_store_transact(j->app->store, true, tx, j, j->err, sizeof j->err);
     if (j->rc == AOS_DB_OK) {
         aos_events_committed(j->app->events);
         aos_engine_wake(j->app->engine);
     }
 }
+
+static void create_work(void *arg) { queue_work(arg, create_tx); }
 
 static void create_done(void *arg)
 {
@@ -316,23 +315,6 @@ static bool take_input(struct run_job *j, struct json_object *body)
     return true;
 }
 
-static bool unknown_field(struct aos_http_request *req, struct json_object *body, const char *const *allowed,
-                          size_t n)
-{
-    json_object_object_foreach(body, key, val)
-    {
-        (void)val;
-        bool ok = false;
-        for (size_t i = 0; i < n && !ok; i++)
-            ok = strcmp(key, allowed[i]) == 0;
-        if (!ok) {
-            aos_http_respond_error(req, 422, "invalid_request", "unknown field '%.64s'", key);
-            return true;
-        }
-    }
-    return false;
-}
-
 static void handle_aoa_run(struct aos_http_request *req, void *ctx)
 {
     struct json_object *body = aos_http_body_json(req);
@@ -344,7 +326,7 @@ static void handle_aoa_run(struct aos_http_request *req, void *ctx)
     (void)ctx;
     if (body == NULL)
         return;
-    if (unknown_field(req, body, run_fields, 3))
+    if (aos_api_unknown_field(req, body, run_fields, 3))
         goto out;
     ra = aos_json_get_string(body, "agent", 1, 100, &agent, err, sizeof err);
     rw = aos_json_get_string(body, "workflow", 1, 100, &workflow, err, sizeof err);
@@ -377,7 +359,7 @@ static const char *const agent_run_fields[] = {"input"};
 
 static void handle_agent_run(struct aos_http_request *req, void *ctx)
 {
-    const char *id = path_id(req, "agent");
+    const char *id = aos_api_path_uuid(req, "agent");
     struct json_object *body;
     struct run_job *j;
 
@@ -386,7 +368,7 @@ static void handle_agent_run(struct aos_http_request *req, void *ctx)
         return;
     if ((body = aos_http_body_json(req)) == NULL)
         return;
-    if (unknown_field(req, body, agent_run_fields, 1))
+    if (aos_api_unknown_field(req, body, agent_run_fields, 1))
         goto out;
     if ((j = job_new(req)) == NULL)
         goto out;
@@ -415,9 +397,9 @@ static int get_tx(struct aos_store_tx *tx, void *arg, char *err, size_t errlen)
     aos_step_rows_free(j->steps, j->nsteps);
     j->steps = NULL;
     j->nsteps = 0;
-    rc = aos_store_run_get(tx, j->tenant_id, j->id, &j->run, err, errlen);
+    rc = aos_store_run_get(tx, j->caller.tenant_id, j->id, &j->run, err, errlen);
     if (rc == AOS_DB_OK)
-        rc = aos_store_run_steps(tx, j->tenant_id, j->id, &j->steps, &j->nsteps, err, errlen);
+        rc = aos_store_run_steps(tx, j->caller.tenant_id, j->id, &j->steps, &j->nsteps, err, errlen);
     return rc;
 }
 
@@ -444,14 +426,8 @@ static void get_done(void *arg)
 
 static void handle_get(struct aos_http_request *req, void *ctx)
 {
-    const char *id = path_id(req, "run");
-    struct run_job *j;
-
     (void)ctx;
-    if (id == NULL || (j = job_new(req)) == NULL)
-        return;
-    snprintf(j->id, sizeof j->id, "%s", id);
-    defer(j, get_work, get_done);
+    defer_by_path(req, get_work, get_done);
 }
 
 /* ------------------------------------------------------------ cancel, resume */
@@ -462,18 +438,19 @@ static int cancel_tx(struct aos_store_tx *tx, void *arg, char *err, size_t errle
     int rc;
 
     aos_run_clear(&j->run);
-    rc = aos_store_run_cancel(tx, j->tenant_id, j->id, j->principal, &j->result, err, errlen);
+    rc = aos_store_run_cancel(tx, j->caller.tenant_id, j->id, j->caller.principal, &j->result, err, errlen);
     if (rc == AOS_DB_OK && j->result == AOS_RUN_CANCELLED) {
         struct json_object *p = json_object_new_object();
-        json_object_object_add(p, "by", json_object_new_string(j->principal));
-        rc = aos_event_append(tx, j->app->pii, j->tenant_id, "run.cancelled", j->id, aos_json_text(p, NULL), NULL,
-                              err, errlen);
+        json_object_object_add(p, "by", json_object_new_string(j->caller.principal));
+        rc = aos_event_append(tx, j->app->pii, j->caller.tenant_id, "run.cancelled", j->id,
+                              aos_json_text(p, NULL), NULL, err, errlen);
         json_object_put(p);
     } else if (rc == AOS_DB_OK && j->result == AOS_RUN_CANCEL_REQUESTED) {
-        rc = aos_event_append(tx, j->app->pii, j->tenant_id, "run.cancel_requested", j->id, NULL, NULL, err, errlen);
+        rc = aos_event_append(tx, j->app->pii, j->caller.tenant_id, "run.cancel_requested", j->id, NULL, NULL,
+                              err, errlen);
     }
     if (rc == AOS_DB_OK)
-        rc = aos_store_run_get(tx, j->tenant_id, j->id, &j->run, err, errlen);
+        rc = aos_store_run_get(tx, j->caller.tenant_id, j->id, &j->run, err, errlen);
     return rc;
 }
 
@@ -504,14 +481,8 @@ static void cancel_done(void *arg)
 
 static void handle_cancel(struct aos_http_request *req, void *ctx)
 {
-    const char *id = path_id(req, "run");
-    struct run_job *j;
-
     (void)ctx;
-    if (id == NULL || (j = job_new(req)) == NULL)
-        return;
-    snprintf(j->id, sizeof j->id, "%s", id);
-    defer(j, cancel_work, cancel_done);
+    defer_by_path(req, cancel_work, cancel_done);
 }
 
 static int resume_tx(struct aos_store_tx *tx, void *arg, char *err, size_t errlen)
@@ -520,33 +491,24 @@ static int resume_tx(struct aos_store_tx *tx, void *arg, char *err, size_t errle
     int rc;
 
     aos_run_clear(&j->run);
-    rc = aos_store_run_resume(tx, j->tenant_id, j->id, err, errlen);
+    rc = aos_store_run_resume(tx, j->caller.tenant_id, j->id, err, errlen);
     if (rc == AOS_DB_OK) {
         struct json_object *p = json_object_new_object();
         json_object_object_add(p, "reason", json_object_new_string("resumed"));
-        json_object_object_add(p, "by", json_object_new_string(j->principal));
-        rc = aos_event_append(tx, j->app->pii, j->tenant_id, "run.queued", j->id, aos_json_text(p, NULL), NULL, err,
-                              errlen);
+        json_object_object_add(p, "by", json_object_new_string(j->caller.principal));
+        rc = aos_event_append(tx, j->app->pii, j->caller.tenant_id, "run.queued", j->id,
+                              aos_json_text(p, NULL), NULL, err, errlen);
         json_object_put(p);
     }
     if (rc == AOS_DB_OK || rc == AOS_DB_CONSTRAINT) {
-        int grc = aos_store_run_get(tx, j->tenant_id, j->id, &j->run, j->err, sizeof j->err);
+        int grc = aos_store_run_get(tx, j->caller.tenant_id, j->id, &j->run, j->err, sizeof j->err);
         if (grc != AOS_DB_OK)
             return grc;
     }
     return rc;
 }
 
-static void resume_work(void *arg)
-{
-    struct run_job *j = arg;
-
-    j->rc = aos_store_transact(j->app->store, true, resume_tx, j, j->err, sizeof j->err);
-    if (j->rc == AOS_DB_OK) {
-        aos_events_committed(j->app->events);
-        aos_engine_wake(j->app->engine);
-    }
-}
+static void resume_work(void *arg) { queue_work(arg, resume_tx); }
 
 static void resume_done(void *arg)
 {
@@ -566,14 +528,8 @@ static void resume_done(void *arg)
 
 static void handle_resume(struct aos_http_request *req, void *ctx)
 {
-    const char *id = path_id(req, "run");
-    struct run_job *j;
-
     (void)ctx;
-    if (id == NULL || (j = job_new(req)) == NULL)
-        return;
-    snprintf(j->id, sizeof j->id, "%s", id);
-    defer(j, resume_work, resume_done);
+    defer_by_path(req, resume_work, resume_done);
 }
 
 /* ------------------------------------------------------------ list */
@@ -585,9 +541,9 @@ static int list_tx(struct aos_store_tx *tx, void *arg, char *err, size_t errlen)
     aos_runs_free(j->items, j->n);
     j->items = NULL;
     j->n = 0;
-    return aos_store_run_list(tx, j->tenant_id, j->status[0] != '\0' ? j->status : NULL,
-                              j->agent_filter[0] != '\0' ? j->agent_filter : NULL, j->cursor, j->limit, &j->items,
-                              &j->n, j->next, err, errlen);
+    return aos_store_run_list(tx, j->caller.tenant_id, j->status[0] != '\0' ? j->status : NULL,
+                              j->agent_filter[0] != '\0' ? j->agent_filter : NULL, j->cursor, j->limit,
+                              &j->items, &j->n, j->next, err, errlen);
 }
 
 static void list_work(void *arg)
@@ -600,18 +556,13 @@ static void list_done(void *arg)
 {
     struct run_job *j = arg;
 
-    if (j->rc == AOS_DB_CONSTRAINT) {
-        aos_http_respond_error(j->req, 400, "invalid_query", "malformed cursor");
-    } else if (j->rc != AOS_DB_OK) {
-        aos_api_store_error(j->req, j->rc, j->err);
+    if (j->rc != AOS_DB_OK) {
+        aos_api_page_error(j->req, j->rc, j->err);
     } else {
-        struct json_object *items = json_object_new_array(), *o = json_object_new_object();
+        struct json_object *items = json_object_new_array();
         for (size_t i = 0; i < j->n; i++)
             json_object_array_add(items, aos_api_run_json(&j->items[i], NULL, 0, false));
-        json_object_object_add(o, "items", items);
-        json_object_object_add(o, "next_cursor", j->next[0] != '\0' ? json_object_new_string(j->next) : NULL);
-        aos_http_add_header(j->req, "Cache-Control", "no-store");
-        aos_http_respond_json(j->req, 200, o);
+        aos_api_respond_page(j->req, items, j->next);
     }
     job_free(j);
 }
@@ -622,27 +573,16 @@ static const char *const run_statuses[] = {"queued",    "running", "waiting_appr
 static void handle_list(struct aos_http_request *req, void *ctx)
 {
     struct run_job *j;
-    char limit[16];
     int r;
 
     (void)ctx;
     if ((j = job_new(req)) == NULL)
         return;
-    j->limit = LIMIT_DEFAULT;
-    r = aos_api_query_get(req->query, "limit", limit, sizeof limit);
-    if (r < 0 || (r == 1 && !aos_api_parse_limit(limit, LIMIT_MAX, &j->limit))) {
-        aos_http_respond_error(req, 400, "invalid_query", "limit must be an integer from 1 to %d", LIMIT_MAX);
+    if (!aos_api_page_query(req, LIMIT_DEFAULT, LIMIT_MAX, &j->limit, j->cursor, sizeof j->cursor))
         goto fail;
-    }
-    if (aos_api_query_get(req->query, "cursor", j->cursor, sizeof j->cursor) < 0) {
-        aos_http_respond_error(req, 400, "invalid_query", "malformed cursor");
-        goto fail;
-    }
     r = aos_api_query_get(req->query, "status", j->status, sizeof j->status);
-    bool known = r == 0;
-    for (size_t i = 0; r == 1 && i < sizeof run_statuses / sizeof run_statuses[0]; i++)
-        known = known || strcmp(j->status, run_statuses[i]) == 0;
-    if (r < 0 || !known) {
+    if (r < 0 ||
+        (r == 1 && !aos_api_listed(j->status, run_statuses, sizeof run_statuses / sizeof run_statuses[0]))) {
         aos_http_respond_error(req, 400, "invalid_query",
                                "status must be one of queued, running, waiting_approval, budget_exceeded, "
                                "succeeded, failed, cancelled");

@@ -44,8 +44,7 @@
 struct workflow_job {
     struct aos_http_request *req;
     struct aos_app *app;
-    char tenant_id[AOS_ID_MAX];
-    char principal[AOS_ID_MAX];
+    struct aos_api_caller caller;
     char id[AOS_ID_LEN];
     /* create / update input */
     char *name;
@@ -68,16 +67,13 @@ struct workflow_job {
 
 static struct workflow_job *job_new(struct aos_http_request *req)
 {
-    struct workflow_job *j = calloc(1, sizeof *j);
+    struct workflow_job *j = aos_api_alloc(req, sizeof *j);
 
-    if (j == NULL) {
-        aos_http_respond_error(req, 500, "internal", "out of memory");
+    if (j == NULL)
         return NULL;
-    }
     j->req = req;
     j->app = req->app;
-    snprintf(j->tenant_id, sizeof j->tenant_id, "%s", req->principal.tenant_id);
-    snprintf(j->principal, sizeof j->principal, "%s", req->principal.subject);
+    aos_api_caller_set(&j->caller, req);
     return j;
 }
 
@@ -96,6 +92,18 @@ static void defer(struct workflow_job *j, void (*work)(void *), void (*done)(voi
 {
     if (aos_http_defer(j->req, j->app->pool, work, done, j) != 0)
         job_free(j);
+}
+
+/* Runs work, then done, on the workflow the path names. */
+static void defer_by_path(struct aos_http_request *req, void (*work)(void *), void (*done)(void *))
+{
+    const char *id = aos_api_path_uuid(req, "workflow");
+    struct workflow_job *j;
+
+    if (id == NULL || (j = job_new(req)) == NULL)
+        return;
+    snprintf(j->id, sizeof j->id, "%s", id);
+    defer(j, work, done);
 }
 
 /* ------------------------------------------------------------ rendering */
@@ -130,22 +138,6 @@ static void respond_workflow(struct workflow_job *j, int status)
 }
 
 /* ------------------------------------------------------------ input */
-
-static bool has_control(const char *s)
-{
-    for (; *s != '\0'; s++)
-        if ((unsigned char)*s < 0x20 || *s == 0x7f)
-            return true;
-    return false;
-}
-
-static bool listed(const char *key, const char *const *list, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        if (strcmp(key, list[i]) == 0)
-            return true;
-    return false;
-}
 
 static const char *const body_fields[] = {"name", "steps", "description"};
 /* What a response carries and a body may echo back. */
@@ -219,8 +211,8 @@ static int take_body(struct workflow_job *j, struct json_object *body)
     json_object_object_foreach(body, key, val)
     {
         (void)val;
-        if (!listed(key, body_fields, sizeof body_fields / sizeof body_fields[0]) &&
-            !listed(key, readonly_fields, sizeof readonly_fields / sizeof readonly_fields[0])) {
+        if (!aos_api_listed(key, body_fields, sizeof body_fields / sizeof body_fields[0]) &&
+            !aos_api_listed(key, readonly_fields, sizeof readonly_fields / sizeof readonly_fields[0])) {
             /* The key is client text: not echoed (it may be anything). */
             snprintf(err, sizeof err, "unknown field (known: name, steps, description)");
             goto invalid;
@@ -228,7 +220,7 @@ static int take_body(struct workflow_job *j, struct json_object *body)
     }
     if (aos_json_get_string(body, "name", 1, AOS_WORKFLOW_NAME_MAX, &s, err, sizeof err) != 0)
         goto invalid;
-    if (has_control(s)) {
+    if (aos_api_has_control(s)) {
         snprintf(err, sizeof err, "field 'name' must not contain control characters");
         goto invalid;
     }
@@ -256,27 +248,14 @@ static void spec_of(const struct workflow_job *j, struct aos_workflow_spec *spec
     spec->description = j->description;
     spec->steps = j->steps;
     spec->nsteps = j->nrefs;
-    spec->created_by = j->principal[0] != '\0' ? j->principal : NULL;
-}
-
-/* The id of the path, or NULL having answered 404 (a malformed id names
- * nothing, exactly like another tenant's). */
-static const char *path_id(struct aos_http_request *req)
-{
-    const char *id = aos_http_param(req, "id");
-
-    if (id == NULL || !aos_api_uuid_valid(id)) {
-        aos_http_respond_error(req, 404, "not_found", "no such workflow");
-        return NULL;
-    }
-    return id;
+    spec->created_by = j->caller.principal[0] != '\0' ? j->caller.principal : NULL;
 }
 
 /* Resolves the body's steps in tx; a step naming no live agent marks the
  * job (answered 422 by the caller). */
 static int resolve(struct aos_store_tx *tx, struct workflow_job *j, char *err, size_t errlen)
 {
-    int rc = aos_store_workflow_resolve_steps(tx, j->tenant_id, (const char *const *)j->refs, j->nrefs,
+    int rc = aos_store_workflow_resolve_steps(tx, j->caller.tenant_id, (const char *const *)j->refs, j->nrefs,
                                               j->steps, NULL, err, errlen);
 
     j->bad_step = rc == AOS_DB_NOT_FOUND || rc == AOS_DB_CONSTRAINT;
@@ -306,9 +285,9 @@ static int create_tx(struct aos_store_tx *tx, void *arg, char *err, size_t errle
     if ((rc = resolve(tx, j, err, errlen)) != AOS_DB_OK)
         return rc;
     spec_of(j, &spec);
-    rc = aos_store_workflow_create(tx, j->tenant_id, &spec, j->id, err, errlen);
+    rc = aos_store_workflow_create(tx, j->caller.tenant_id, &spec, j->id, err, errlen);
     if (rc == AOS_DB_OK)
-        rc = aos_store_workflow_get(tx, j->tenant_id, j->id, &j->workflow, err, errlen);
+        rc = aos_store_workflow_get(tx, j->caller.tenant_id, j->id, &j->workflow, err, errlen);
     return rc;
 }
 
@@ -363,16 +342,16 @@ static int update_tx(struct aos_store_tx *tx, void *arg, char *err, size_t errle
     j->bad_step = false;
     /* Another tenant's (or a deleted) workflow is 404 before anything is
      * said about the body's agents: the answer must not depend on them. */
-    rc = aos_store_workflow_get(tx, j->tenant_id, j->id, &j->workflow, err, errlen);
+    rc = aos_store_workflow_get(tx, j->caller.tenant_id, j->id, &j->workflow, err, errlen);
     if (rc != AOS_DB_OK)
         return rc;
     aos_workflow_clear(&j->workflow);
     if ((rc = resolve(tx, j, err, errlen)) != AOS_DB_OK)
         return rc;
     spec_of(j, &spec);
-    rc = aos_store_workflow_update(tx, j->tenant_id, j->id, &spec, err, errlen);
+    rc = aos_store_workflow_update(tx, j->caller.tenant_id, j->id, &spec, err, errlen);
     if (rc == AOS_DB_OK)
-        rc = aos_store_workflow_get(tx, j->tenant_id, j->id, &j->workflow, err, errlen);
+        rc = aos_store_workflow_get(tx, j->caller.tenant_id, j->id, &j->workflow, err, errlen);
     return rc;
 }
 
@@ -403,7 +382,7 @@ static void handle_update(struct aos_http_request *req, void *ctx)
     const char *id;
 
     (void)ctx;
-    id = path_id(req);
+    id = aos_api_path_uuid(req, "workflow");
     if (id == NULL)
         return;
     body = aos_http_body_json(req);
@@ -429,7 +408,7 @@ static int get_tx(struct aos_store_tx *tx, void *arg, char *err, size_t errlen)
     struct workflow_job *j = arg;
 
     aos_workflow_clear(&j->workflow);
-    return aos_store_workflow_get(tx, j->tenant_id, j->id, &j->workflow, err, errlen);
+    return aos_store_workflow_get(tx, j->caller.tenant_id, j->id, &j->workflow, err, errlen);
 }
 
 static void get_work(void *arg)
@@ -454,25 +433,15 @@ static void get_done(void *arg)
 
 static void handle_get(struct aos_http_request *req, void *ctx)
 {
-    struct workflow_job *j;
-    const char *id;
-
     (void)ctx;
-    id = path_id(req);
-    if (id == NULL)
-        return;
-    j = job_new(req);
-    if (j == NULL)
-        return;
-    snprintf(j->id, sizeof j->id, "%s", id);
-    defer(j, get_work, get_done);
+    defer_by_path(req, get_work, get_done);
 }
 
 static int delete_tx(struct aos_store_tx *tx, void *arg, char *err, size_t errlen)
 {
     struct workflow_job *j = arg;
 
-    return aos_store_workflow_delete(tx, j->tenant_id, j->id, err, errlen);
+    return aos_store_workflow_delete(tx, j->caller.tenant_id, j->id, err, errlen);
 }
 
 static void delete_work(void *arg)
@@ -497,18 +466,8 @@ static void delete_done(void *arg)
 
 static void handle_delete(struct aos_http_request *req, void *ctx)
 {
-    struct workflow_job *j;
-    const char *id;
-
     (void)ctx;
-    id = path_id(req);
-    if (id == NULL)
-        return;
-    j = job_new(req);
-    if (j == NULL)
-        return;
-    snprintf(j->id, sizeof j->id, "%s", id);
-    defer(j, delete_work, delete_done);
+    defer_by_path(req, delete_work, delete_done);
 }
 
 /* ------------------------------------------------------------ list */
@@ -521,8 +480,8 @@ static int list_tx(struct aos_store_tx *tx, void *arg, char *err, size_t errlen)
     aos_workflows_free(j->items, j->n);
     j->items = NULL;
     j->n = 0;
-    return aos_store_workflow_list(tx, j->tenant_id, j->cursor, j->limit, &j->items, &j->n, j->next, err,
-                                   errlen);
+    return aos_store_workflow_list(tx, j->caller.tenant_id, j->cursor, j->limit, &j->items, &j->n, j->next,
+                                   err, errlen);
 }
 
 static void list_work(void *arg)
@@ -535,25 +494,16 @@ static void list_work(void *arg)
 static void list_done(void *arg)
 {
     struct workflow_job *j = arg;
-    struct json_object *items, *o;
+    struct json_object *items;
 
-    if (j->rc == AOS_DB_CONSTRAINT) {
-        /* The only constraint a read can meet: a cursor we did not issue. */
-        aos_http_respond_error(j->req, 400, "invalid_query", "malformed cursor");
-        goto out;
-    }
     if (j->rc != AOS_DB_OK) {
-        aos_api_store_error(j->req, j->rc, j->err);
+        aos_api_page_error(j->req, j->rc, j->err);
         goto out;
     }
     items = json_object_new_array();
     for (size_t i = 0; i < j->n; i++)
         json_object_array_add(items, workflow_json(&j->items[i]));
-    o = json_object_new_object();
-    json_object_object_add(o, "items", items);
-    json_object_object_add(o, "next_cursor", j->next[0] != '\0' ? json_object_new_string(j->next) : NULL);
-    aos_http_add_header(j->req, "Cache-Control", "no-store");
-    aos_http_respond_json(j->req, 200, o);
+    aos_api_respond_page(j->req, items, j->next);
 out:
     job_free(j);
 }
@@ -561,22 +511,12 @@ out:
 static void handle_list(struct aos_http_request *req, void *ctx)
 {
     struct workflow_job *j;
-    char limit[16];
-    int r;
 
     (void)ctx;
     j = job_new(req);
     if (j == NULL)
         return;
-    j->limit = LIMIT_DEFAULT;
-    r = aos_api_query_get(req->query, "limit", limit, sizeof limit);
-    if (r < 0 || (r == 1 && !aos_api_parse_limit(limit, LIMIT_MAX, &j->limit))) {
-        aos_http_respond_error(req, 400, "invalid_query", "limit must be an integer from 1 to %d", LIMIT_MAX);
-        job_free(j);
-        return;
-    }
-    if (aos_api_query_get(req->query, "cursor", j->cursor, sizeof j->cursor) < 0) {
-        aos_http_respond_error(req, 400, "invalid_query", "malformed cursor");
+    if (!aos_api_page_query(req, LIMIT_DEFAULT, LIMIT_MAX, &j->limit, j->cursor, sizeof j->cursor)) {
         job_free(j);
         return;
     }

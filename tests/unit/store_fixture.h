@@ -7,11 +7,14 @@
  *    dropped afterwards.  Tests running in parallel against ONE database
  *    (make -j check, the integration tests) never see each other's tables.
  *
- * Included by tests/unit/test_migrate.c and tests/unit/test_store.c only.
- * Tests are listed once per driver with FX_TESTS(fn) and run by FX_RUN,
- * which leaves the PostgreSQL copies out when AOS_TEST_PGSQL is unset
- * (rather than skipping them: cmocka 1.1.5 reports a skip as
- * "not ok # SKIP", which the TAP driver counts as a failure).
+ * Included by the store tests after <cmocka.h>.  Tests are listed once
+ * per driver with FX_TESTS(fn) and run by FX_RUN, which leaves the
+ * PostgreSQL copies out when AOS_TEST_PGSQL is unset (rather than skipping
+ * them: cmocka 1.1.5 reports a skip as "not ok # SKIP", which the TAP
+ * driver counts as a failure).
+ *
+ * A test that defines FX_STORE_CALLS before the include also gets the
+ * short forms for store calls made one transaction each (see the end).
  */
 #ifndef AOS_TEST_STORE_FIXTURE_H
 #define AOS_TEST_STORE_FIXTURE_H
@@ -280,5 +283,91 @@ static inline int fx_teardown(void **state)
 }
 
 #define FX_RUN(group, tests) fx_run(group, tests, sizeof(tests) / sizeof((tests)[0]))
+
+#ifdef FX_STORE_CALLS
+/*
+ * Store calls, each in a write transaction of its own that commits on
+ * AOS_DB_OK and rolls back otherwise:
+ *     OK(f, aos_store_agent_get(tx, TENANT_A, id, &a, E));   must succeed
+ *     assert_int_equal(TX(f, aos_store_agent_get(...)), AOS_DB_NOT_FOUND);
+ * The call names the transaction `tx` and reports into `err` through E.
+ */
+#include <json-c/json.h>
+
+/* Operations report into this buffer (the test's thread only). */
+static char err[512];
+#define E err, sizeof(err)
+
+/* The transaction TX() runs its call in (the calls name it `tx`). */
+static struct aos_store_tx *tx;
+
+static inline struct aos_store_tx *tx_begin(struct fx *f)
+{
+    struct aos_store_tx *t = NULL;
+
+    if (aos_store_begin(f->store, true, &t, E) != AOS_DB_OK)
+        fail_msg("begin: %s", err);
+    return t;
+}
+
+/* Commits on AOS_DB_OK, else rolls back; returns rc. */
+static inline int tx_end(struct aos_store_tx *t, int rc)
+{
+    char cerr[512];
+
+    if (rc != AOS_DB_OK) {
+        aos_store_rollback(t);
+        return rc;
+    }
+    if (aos_store_commit(t, cerr, sizeof(cerr)) != AOS_DB_OK)
+        fail_msg("commit: %s", cerr);
+    return rc;
+}
+
+/* Runs call in a write transaction of f's store: its status. */
+#define TX(f, call) (tx = tx_begin(f), tx_end(tx, (call)))
+
+#define OK(f, call)                                                        \
+    do {                                                                   \
+        int rc2_ = TX(f, call);                                            \
+        if (rc2_ != AOS_DB_OK)                                             \
+            fail_msg("%s: %s (%s)", #call, aos_db_status_name(rc2_), err); \
+    } while (0)
+
+/* Equal JSON values, whatever the formatting (PostgreSQL re-formats). */
+static inline void assert_json_eq(const char *got, const char *want)
+{
+    struct json_object *g, *w;
+
+    if (got == NULL)
+        fail_msg("JSON missing, want %s", want);
+    g = json_tokener_parse(got);
+    w = json_tokener_parse(want);
+    assert_non_null(g);
+    assert_non_null(w);
+    if (!json_object_equal(g, w))
+        fail_msg("JSON differs: got %s, want %s", got, want);
+    json_object_put(g);
+    json_object_put(w);
+}
+
+/* Asserts that row id of table is kept, marked deleted (a soft delete). */
+static inline void assert_soft_deleted(struct fx *f, const char *table, const char *id)
+{
+    struct aos_store_tx *rtx = NULL;
+    struct aos_db_result *res = NULL;
+    struct aos_db_param p[] = {AOS_DB_P_TEXT(id)};
+    char sql[128];
+
+    /* table is the test's own constant, never input. */
+    snprintf(sql, sizeof(sql), "SELECT deleted_at FROM %s WHERE id = $1", table);
+    assert_int_equal(aos_store_begin(f->store, false, &rtx, E), AOS_DB_OK);
+    assert_int_equal(aos_store_exec(rtx, sql, p, 1, &res, E), AOS_DB_OK);
+    assert_int_equal(aos_db_result_rows(res), 1);
+    assert_false(aos_db_result_is_null(res, 0, 0));
+    aos_db_result_free(res);
+    aos_store_rollback(rtx);
+}
+#endif /* FX_STORE_CALLS */
 
 #endif

@@ -21,50 +21,14 @@
 
 #include "store/ops.h"
 #include "store/store.h"
+
+/* err, E, tx, TX(), OK() and the assert_ helpers: see store_fixture.h. */
+#define FX_STORE_CALLS
 #include "store_fixture.h"
 
 #define TENANT_A FX_TENANT_A
 #define TENANT_B FX_TENANT_B
 #define MISSING_ID "deadbeef-dead-4eef-8eef-deadbeefdead"
-
-static char err[512];
-#define E err, sizeof(err)
-
-/* The transaction TX() runs its call in (the calls name it `tx`). */
-static struct aos_store_tx *tx;
-
-static struct aos_store_tx *tx_begin(struct fx *f)
-{
-    struct aos_store_tx *t = NULL;
-
-    if (aos_store_begin(f->store, true, &t, E) != AOS_DB_OK)
-        fail_msg("begin: %s", err);
-    return t;
-}
-
-/* Commits on AOS_DB_OK, else rolls back; returns rc. */
-static int tx_end(struct aos_store_tx *t, int rc)
-{
-    char cerr[512];
-
-    if (rc != AOS_DB_OK) {
-        aos_store_rollback(t);
-        return rc;
-    }
-    if (aos_store_commit(t, cerr, sizeof(cerr)) != AOS_DB_OK)
-        fail_msg("commit: %s", cerr);
-    return rc;
-}
-
-/* Runs call in a write transaction of f's store: its status. */
-#define TX(f, call) (tx = tx_begin(f), tx_end(tx, (call)))
-
-#define OK(f, call)                                                        \
-    do {                                                                   \
-        int rc2_ = TX(f, call);                                            \
-        if (rc2_ != AOS_DB_OK)                                             \
-            fail_msg("%s: %s (%s)", #call, aos_db_status_name(rc2_), err); \
-    } while (0)
 
 static struct aos_agent_spec spec_named(const char *name)
 {
@@ -74,19 +38,6 @@ static struct aos_agent_spec spec_named(const char *name)
     s.name = name;
     s.plugin = "agent-echo";
     return s;
-}
-
-/* Equal JSON values, whatever the formatting (PostgreSQL re-formats). */
-static void assert_json_eq(const char *got, const char *want)
-{
-    struct json_object *g = json_tokener_parse(got), *w = json_tokener_parse(want);
-
-    assert_non_null(g);
-    assert_non_null(w);
-    if (!json_object_equal(g, w))
-        fail_msg("JSON differs: got %s, want %s", got, want);
-    json_object_put(g);
-    json_object_put(w);
 }
 
 /* ---------------------------------------------------------------- tests */
@@ -247,19 +198,7 @@ static void test_unique_name_and_reuse(void **state)
     aos_agent_clear(&a);
 
     /* The deleted row is kept (runs refer to it), marked deleted. */
-    {
-        struct aos_store_tx *rtx = NULL;
-        struct aos_db_result *res = NULL;
-
-        assert_int_equal(aos_store_begin(f->store, false, &rtx, E), AOS_DB_OK);
-        struct aos_db_param p[] = {AOS_DB_P_TEXT(id1)};
-        assert_int_equal(aos_store_exec(rtx, "SELECT deleted_at FROM agents WHERE id = $1", p, 1, &res, E),
-                         AOS_DB_OK);
-        assert_int_equal(aos_db_result_rows(res), 1);
-        assert_false(aos_db_result_is_null(res, 0, 0));
-        aos_db_result_free(res);
-        aos_store_rollback(rtx);
-    }
+    assert_soft_deleted(f, "agents", id1);
 }
 
 static void test_update(void **state)

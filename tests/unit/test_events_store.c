@@ -25,60 +25,15 @@
 #include "store/events.h"
 #include "store/ops.h"
 #include "store/store.h"
+
+/* err, E, tx, TX(), OK() and the assert_ helpers: see store_fixture.h. */
+#define FX_STORE_CALLS
 #include "store_fixture.h"
 
 #define TENANT_A FX_TENANT_A
 #define TENANT_B FX_TENANT_B
 #define RUN_1 "11111111-1111-4111-8111-111111111111"
 #define RUN_2 "22222222-2222-4222-8222-222222222222"
-
-static char err[512];
-#define E err, sizeof(err)
-
-static struct aos_store_tx *tx;
-
-static struct aos_store_tx *tx_begin(struct fx *f)
-{
-    struct aos_store_tx *t = NULL;
-
-    if (aos_store_begin(f->store, true, &t, E) != AOS_DB_OK)
-        fail_msg("begin: %s", err);
-    return t;
-}
-
-static int tx_end(struct aos_store_tx *t, int rc)
-{
-    char cerr[512];
-
-    if (rc != AOS_DB_OK) {
-        aos_store_rollback(t);
-        return rc;
-    }
-    if (aos_store_commit(t, cerr, sizeof(cerr)) != AOS_DB_OK)
-        fail_msg("commit: %s", cerr);
-    return rc;
-}
-
-#define TX(f, call) (tx = tx_begin(f), tx_end(tx, (call)))
-
-#define OK(f, call)                                                        \
-    do {                                                                   \
-        int rc2_ = TX(f, call);                                            \
-        if (rc2_ != AOS_DB_OK)                                             \
-            fail_msg("%s: %s (%s)", #call, aos_db_status_name(rc2_), err); \
-    } while (0)
-
-static void assert_json_eq(const char *got, const char *want)
-{
-    struct json_object *g = json_tokener_parse(got), *w = json_tokener_parse(want);
-
-    assert_non_null(g);
-    assert_non_null(w);
-    if (!json_object_equal(g, w))
-        fail_msg("JSON differs: got %s, want %s", got, want);
-    json_object_put(g);
-    json_object_put(w);
-}
 
 static int64_t insert(struct fx *f, const char *tenant, const char *type, const char *run,
                       const char *payload)

@@ -30,6 +30,9 @@
 #include "store/runs.h"
 #include "store/store.h"
 #include "store/workflows.h"
+
+/* err, E, tx, TX(), OK() and the assert_ helpers: see store_fixture.h. */
+#define FX_STORE_CALLS
 #include "store_fixture.h"
 
 #define TENANT_A FX_TENANT_A
@@ -39,65 +42,9 @@
 #define DAY "2031-03-04"
 #define CREATOR "user-1"
 
-static char err[512];
-#define E err, sizeof(err)
-
-/* The transaction TX() runs its call in (the calls name it `tx`). */
-static struct aos_store_tx *tx;
-
-static struct aos_store_tx *tx_begin(struct fx *f)
-{
-    struct aos_store_tx *t = NULL;
-
-    if (aos_store_begin(f->store, true, &t, E) != AOS_DB_OK)
-        fail_msg("begin: %s", err);
-    return t;
-}
-
-/* Commits on AOS_DB_OK, else rolls back; returns rc. */
-static int tx_end(struct aos_store_tx *t, int rc)
-{
-    char cerr[512];
-
-    if (rc != AOS_DB_OK) {
-        aos_store_rollback(t);
-        return rc;
-    }
-    if (aos_store_commit(t, cerr, sizeof(cerr)) != AOS_DB_OK)
-        fail_msg("commit: %s", cerr);
-    return rc;
-}
-
-/* Runs call in a write transaction of f's store: its status. */
-#define TX(f, call) (tx = tx_begin(f), tx_end(tx, (call)))
-
-#define OK(f, call)                                                        \
-    do {                                                                   \
-        int rc2_ = TX(f, call);                                            \
-        if (rc2_ != AOS_DB_OK)                                             \
-            fail_msg("%s: %s (%s)", #call, aos_db_status_name(rc2_), err); \
-    } while (0)
-
 /* A time comfortably after the wall clock (see the top of the file): an
  * hour, so that even a test slowed down by valgrind stays before it. */
 static int64_t later(void) { return aos_store_now_ms() + 3600000; }
-
-/* Equal JSON values, whatever the formatting (PostgreSQL re-formats). */
-static void assert_json_eq(const char *got, const char *want)
-{
-    struct json_object *g, *w;
-
-    if (got == NULL)
-        fail_msg("JSON missing, want %s", want);
-    g = json_tokener_parse(got);
-    w = json_tokener_parse(want);
-    assert_non_null(g);
-    assert_non_null(w);
-    if (!json_object_equal(g, w))
-        fail_msg("JSON differs: got %s, want %s", got, want);
-    json_object_put(g);
-    json_object_put(w);
-}
 
 /* ------------------------------------------------------------ raw SQL */
 

@@ -23,6 +23,9 @@
 #include "store/stats.h"
 #include "store/store.h"
 #include "store/workflows.h"
+
+/* err, E, tx, TX(), OK() and the assert_ helpers: see store_fixture.h. */
+#define FX_STORE_CALLS
 #include "store_fixture.h"
 
 #define TENANT_A FX_TENANT_A
@@ -34,42 +37,6 @@
 #define HOUR INT64_C(3600000)
 #define DAY (24 * HOUR)
 #define SINCE (NOW - HOUR) /* the 1h window's start */
-
-static char err[512];
-#define E err, sizeof(err)
-
-static struct aos_store_tx *tx;
-
-static struct aos_store_tx *tx_begin(struct fx *f)
-{
-    struct aos_store_tx *t = NULL;
-
-    if (aos_store_begin(f->store, true, &t, E) != AOS_DB_OK)
-        fail_msg("begin: %s", err);
-    return t;
-}
-
-static int tx_end(struct aos_store_tx *t, int rc)
-{
-    char cerr[512];
-
-    if (rc != AOS_DB_OK) {
-        aos_store_rollback(t);
-        return rc;
-    }
-    if (aos_store_commit(t, cerr, sizeof(cerr)) != AOS_DB_OK)
-        fail_msg("commit: %s", cerr);
-    return rc;
-}
-
-#define TX(f, call) (tx = tx_begin(f), tx_end(tx, (call)))
-
-#define OK(f, call)                                                        \
-    do {                                                                   \
-        int rc2_ = TX(f, call);                                            \
-        if (rc2_ != AOS_DB_OK)                                             \
-            fail_msg("%s: %s (%s)", #call, aos_db_status_name(rc2_), err); \
-    } while (0)
 
 /* ---------------------------------------------------------------- rows */
 

@@ -22,47 +22,14 @@
 #include "store/ops.h"
 #include "store/store.h"
 #include "store/workflows.h"
+
+/* err, E, tx, TX(), OK() and the assert_ helpers: see store_fixture.h. */
+#define FX_STORE_CALLS
 #include "store_fixture.h"
 
 #define TENANT_A FX_TENANT_A
 #define TENANT_B FX_TENANT_B
 #define MISSING_ID "deadbeef-dead-4eef-8eef-deadbeefdead"
-
-static char err[512];
-#define E err, sizeof(err)
-
-static struct aos_store_tx *tx;
-
-static struct aos_store_tx *tx_begin(struct fx *f)
-{
-    struct aos_store_tx *t = NULL;
-
-    if (aos_store_begin(f->store, true, &t, E) != AOS_DB_OK)
-        fail_msg("begin: %s", err);
-    return t;
-}
-
-static int tx_end(struct aos_store_tx *t, int rc)
-{
-    char cerr[512];
-
-    if (rc != AOS_DB_OK) {
-        aos_store_rollback(t);
-        return rc;
-    }
-    if (aos_store_commit(t, cerr, sizeof(cerr)) != AOS_DB_OK)
-        fail_msg("commit: %s", cerr);
-    return rc;
-}
-
-#define TX(f, call) (tx = tx_begin(f), tx_end(tx, (call)))
-
-#define OK(f, call)                                                        \
-    do {                                                                   \
-        int rc2_ = TX(f, call);                                            \
-        if (rc2_ != AOS_DB_OK)                                             \
-            fail_msg("%s: %s (%s)", #call, aos_db_status_name(rc2_), err); \
-    } while (0)
 
 /* A live agent of the tenant named `name`; its id into id. */
 static void agent(struct fx *f, const char *tenant, const char *name, char id[AOS_ID_LEN])
@@ -89,18 +56,6 @@ static struct aos_workflow_spec spec_of(const char *name, const struct aos_workf
 static void step_set(struct aos_workflow_step *s, const char *id)
 {
     snprintf(s->agent_id, AOS_ID_LEN, "%s", id);
-}
-
-static void assert_json_eq(const char *got, const char *want)
-{
-    struct json_object *g = json_tokener_parse(got), *w = json_tokener_parse(want);
-
-    assert_non_null(g);
-    assert_non_null(w);
-    if (!json_object_equal(g, w))
-        fail_msg("JSON differs: got %s, want %s", got, want);
-    json_object_put(g);
-    json_object_put(w);
 }
 
 /* The stored definition document of a workflow (any row, deleted too). */
@@ -383,19 +338,7 @@ static void test_unique_name_and_reuse(void **state)
     aos_workflow_clear(&w);
 
     /* The deleted row is kept (runs refer to it), marked deleted. */
-    {
-        struct aos_store_tx *rtx = NULL;
-        struct aos_db_result *res = NULL;
-
-        assert_int_equal(aos_store_begin(f->store, false, &rtx, E), AOS_DB_OK);
-        struct aos_db_param p[] = {AOS_DB_P_TEXT(id1)};
-        assert_int_equal(aos_store_exec(rtx, "SELECT deleted_at FROM workflows WHERE id = $1", p, 1, &res, E),
-                         AOS_DB_OK);
-        assert_int_equal(aos_db_result_rows(res), 1);
-        assert_false(aos_db_result_is_null(res, 0, 0));
-        aos_db_result_free(res);
-        aos_store_rollback(rtx);
-    }
+    assert_soft_deleted(f, "workflows", id1);
 }
 
 static void test_update(void **state)
