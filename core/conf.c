@@ -1870,6 +1870,16 @@ const struct aos_conf_tenant *aos_conf_tenant_find(const struct aos_conf *conf, 
     return NULL;
 }
 
+bool aos_conf_tenant_allows_plugin(const struct aos_conf_tenant *t, const char *plugin)
+{
+    if (t->nplugins == 0)
+        return true;
+    for (size_t i = 0; i < t->nplugins; i++)
+        if (strcmp(t->plugins[i], plugin) == 0)
+            return true;
+    return false;
+}
+
 const struct aos_conf_plugin_block *aos_conf_plugin_block(const struct aos_conf *conf, const char *name)
 {
     for (size_t i = 0; i < conf->plugins.nblocks; i++)

@@ -244,6 +244,9 @@ void aos_conf_errors_free(struct aos_conf_errors *errs);
 
 /* Finds a tenant by canonical id or by name; NULL if none. */
 const struct aos_conf_tenant *aos_conf_tenant_find(const struct aos_conf *conf, const char *id_or_name);
+/* Whether the tenant may use the plugin: its `plugins` list names it, or
+ * the list is absent or empty (every enabled plugin). */
+bool aos_conf_tenant_allows_plugin(const struct aos_conf_tenant *t, const char *plugin);
 /* Finds the block of plugin `name`; NULL if the config has none. */
 const struct aos_conf_plugin_block *aos_conf_plugin_block(const struct aos_conf *conf, const char *name);
 

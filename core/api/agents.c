@@ -336,16 +336,6 @@ invalid:
 
 /* ------------------------------------------------------------ plugin checks */
 
-static bool plugin_allowed(const struct aos_conf_tenant *t, const char *plugin)
-{
-    if (t->nplugins == 0)
-        return true;
-    for (size_t i = 0; i < t->nplugins; i++)
-        if (strcmp(t->plugins[i], plugin) == 0)
-            return true;
-    return false;
-}
-
 /* Runs on the pool: the plugin's validate_config may block. */
 static void check_plugin(struct agent_job *j)
 {
@@ -362,7 +352,7 @@ static void check_plugin(struct agent_job *j)
     t = aos_conf_tenant_find(rt->conf, j->caller.tenant_id);
     if (p == NULL || aos_plugin_instance_kind(p) != AOS_PLUGIN_AGENT)
         j->verdict = VERDICT_UNKNOWN_PLUGIN;
-    else if (t == NULL || !plugin_allowed(t, j->plugin))
+    else if (t == NULL || !aos_conf_tenant_allows_plugin(t, j->plugin))
         j->verdict = VERDICT_NOT_ALLOWED;
     else if (aos_plugin_agent_validate_config(p, config, strlen(config), j->verr, sizeof j->verr) != 0)
         j->verdict = VERDICT_INVALID_CONFIG;

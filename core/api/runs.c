@@ -172,16 +172,6 @@ struct json_object *aos_api_run_json(const struct aos_run *r, const struct aos_s
 
 /* ------------------------------------------------------------ create */
 
-static bool plugin_allowed(const struct aos_conf_tenant *t, const char *plugin)
-{
-    if (t->nplugins == 0)
-        return true;
-    for (size_t i = 0; i < t->nplugins; i++)
-        if (strcmp(t->plugins[i], plugin) == 0)
-            return true;
-    return false;
-}
-
 /* The agent's plugin must still be enabled and allowed: refuse now rather
  * than queue a run that can only fail. */
 static void check_plugin(struct run_job *j, const char *plugin)
@@ -190,7 +180,8 @@ static void check_plugin(struct run_job *j, const char *plugin)
     const struct aos_plugin_instance *p = rt != NULL ? aos_plugin_set_find(rt->plugins, plugin) : NULL;
     const struct aos_conf_tenant *t = rt != NULL ? aos_conf_tenant_find(rt->conf, j->caller.tenant_id) : NULL;
 
-    if (p == NULL || aos_plugin_instance_kind(p) != AOS_PLUGIN_AGENT || t == NULL || !plugin_allowed(t, plugin))
+    if (p == NULL || aos_plugin_instance_kind(p) != AOS_PLUGIN_AGENT || t == NULL ||
+        !aos_conf_tenant_allows_plugin(t, plugin))
         snprintf(j->plugin_problem, sizeof j->plugin_problem,
                  "the agent's plugin '%s' is not an enabled agent plugin allowed for this tenant", plugin);
     if (rt != NULL)

@@ -3,12 +3,26 @@
  * The SSE streams of one HTTP loop (a shard): sockets taken over from the
  * HTTP server after the response headers, written directly.
  *
- * Per stream: the socket, two events (readable: the client left; writable:
- * room again for what is queued), the tenant and filter, the last id given
- * to the client and a queue of references to shared frames, used only
- * while the socket is full.  A stream that keeps up costs no allocation
- * per event: frames are encoded once by the hub and written with one
- * sendmsg per batch.
+ * Per stream: the socket, a readable event (the client left), the tenant
+ * and filter, the last id given to the client and, only once the socket
+ * has been full, a writable event and a queue of references to shared
+ * frames.  A stream that keeps up costs no allocation per event: frames
+ * are encoded once by the hub and written straight from the hub's batch,
+ * one sendmsg per stream and batch.
+ *
+ * Delivery walks the shard's streams in slices of WALK_SLICE, giving the
+ * loop back between slices (accepts, requests, client reads), and takes
+ * every frame that has arrived so far: batches that come in during a walk
+ * reach the rest of that walk at once, in the same sendmsg as the frames
+ * it started with, and the streams already passed at the next walk, which
+ * follows at once.  Under load (a walk longer than the gap between
+ * batches) frames thus coalesce into fewer, larger writes instead of
+ * queueing walk after walk: a node that cannot write every event to every
+ * stream separately still writes every stream once per walk.
+ *
+ * Heartbeats: streams are also kept in order of their last write, so the
+ * tick looks only at streams idle for a heartbeat interval (and at most
+ * HB_SLICE of them per turn), never at all of them.
  *
  * A stream is in one of four modes:
  *   WAIT     the hub has not read its starting point yet (just after
@@ -44,6 +58,10 @@
 #include "threadpool.h"
 
 #define MAX_IOV 64
+/* Streams visited per turn of the loop during a walk or a heartbeat
+ * round: about 5-10 ms of writes on one core (PLATFORM-NOTES §13). */
+#define WALK_SLICE 1024
+#define HB_SLICE 1024
 #define CATCHUP_MAX_BYTES (64 * 1024) /* read ahead while resuming */
 #define CATCHUP_FRAMES 256
 #define STORE_PAGE 200
@@ -53,29 +71,38 @@
 
 enum sub_mode { SUB_WAIT, SUB_STORE, SUB_CATCHUP, SUB_LIVE };
 
-struct sub {
-    struct sub *prev;
-    struct sub *next;
-    struct aos_ev_shard *sh;
-    int fd;
-    struct event *ev_read;
-    struct event *ev_write;
-    enum sub_mode mode;
-    bool closed; /* socket closed, unlinked; freed once no page job holds it */
-    bool job;    /* a store page is being read */
-    bool write_armed;
+/* A type or run filter: allocated only for streams that have one. */
+struct sub_filter {
     bool has_type;
     bool has_run;
-    bool resume; /* WAIT: resume from last_id once the hub is ready */
-    char tenant_id[AOS_ID_LEN];
     char type[AOS_EVENT_TYPE_MAX + 1];
     char run_id[AOS_ID_LEN];
+};
+
+/* What a walk reads of every stream comes first (one or two cache lines
+ * per stream); the rest is for streams that are written to or stalled. */
+struct sub {
+    struct sub *next;
+    struct sub *prev;
+    unsigned char mode; /* enum sub_mode */
+    bool closed;        /* socket closed, unlinked; freed once no page job holds it */
+    bool job;           /* a store page is being read */
+    bool write_armed;
+    bool resume; /* WAIT: resume from last_id once the hub is ready */
+    int fd;
     int64_t last_id; /* every id up to here has been given (or did not match) */
+    size_t qlen;
+    struct sub_filter *filter; /* NULL: every event of the tenant */
+    char tenant_id[AOS_ID_LEN];
     uint64_t last_write_ms;
+    struct sub *lru_prev; /* the shard's streams by last write, oldest first */
+    struct sub *lru_next;
+    struct aos_ev_shard *sh;
+    struct event *ev_read;
+    struct event *ev_write; /* created when the socket first fills up */
     /* frames waiting for room in the socket: a ring of references */
     struct aos_ev_frame **q;
     size_t qhead;
-    size_t qlen;
     size_t qcap;
     size_t qoff;   /* bytes of the first frame already written */
     size_t qbytes; /* bytes queued, qoff deducted */
@@ -86,7 +113,19 @@ struct aos_ev_shard {
     struct aos_loop *loop;
     struct sub *subs;
     size_t nsubs;
+    struct sub *lru_head; /* written longest ago */
+    struct sub *lru_tail;
     struct event *tick;
+    /* Frames for the LIVE streams, in id order, each referenced: the
+     * first walk_n were there when the current walk began, so they have
+     * reached every stream once it ends. */
+    struct aos_ev_frame **pend;
+    size_t npend;
+    size_t pend_cap;
+    size_t walk_n;
+    bool walking;
+    struct sub *cursor; /* the next stream of the walk; NULL: at its end */
+    struct event *walk_ev;
 };
 
 static struct aos_ev_frame heartbeat_frame = {.is_static = true, .len = 3, .data = ":\n\n"};
@@ -101,8 +140,30 @@ static uint64_t now_ms(void)
 
 static void sub_filter(const struct sub *s, struct aos_event_filter *f)
 {
-    f->type = s->has_type ? s->type : NULL;
-    f->run_id = s->has_run ? s->run_id : NULL;
+    f->type = s->filter != NULL && s->filter->has_type ? s->filter->type : NULL;
+    f->run_id = s->filter != NULL && s->filter->has_run ? s->filter->run_id : NULL;
+}
+
+/* The stream was written to at `now`: it goes to the end of the
+ * heartbeat order. */
+static void sub_touch(struct sub *s, uint64_t now)
+{
+    struct aos_ev_shard *sh = s->sh;
+
+    s->last_write_ms = now;
+    if (sh->lru_tail == s)
+        return;
+    /* unlink (s is not the tail, so it has a successor) */
+    s->lru_next->lru_prev = s->lru_prev;
+    if (s->lru_prev != NULL)
+        s->lru_prev->lru_next = s->lru_next;
+    else
+        sh->lru_head = s->lru_next;
+    /* append */
+    s->lru_prev = sh->lru_tail;
+    s->lru_next = NULL;
+    sh->lru_tail->lru_next = s;
+    sh->lru_tail = s;
 }
 
 static size_t catchup_bytes(struct aos_events *hub)
@@ -112,7 +173,8 @@ static size_t catchup_bytes(struct aos_events *hub)
     return half > 0 && half < CATCHUP_MAX_BYTES ? (size_t)half : CATCHUP_MAX_BYTES;
 }
 
-static void tick_arm(struct aos_ev_shard *sh)
+/* soon: the previous tick left streams due (HB_SLICE per turn). */
+static void tick_arm(struct aos_ev_shard *sh, bool soon)
 {
     long long hb = atomic_load(&sh->hub->heartbeat_ms);
     long long ms = hb / 4;
@@ -122,6 +184,8 @@ static void tick_arm(struct aos_ev_shard *sh)
         ms = 50;
     if (ms > 1000)
         ms = 1000;
+    if (soon)
+        ms = 0;
     struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)((ms % 1000) * 1000)};
     evtimer_add(sh->tick, &tv);
 }
@@ -131,6 +195,7 @@ static void tick_arm(struct aos_ev_shard *sh)
 static void sub_free(struct sub *s)
 {
     free(s->q);
+    free(s->filter);
     free(s);
 }
 
@@ -143,6 +208,8 @@ static void sub_close(struct sub *s, const char *why)
     if (s->closed)
         return;
     s->closed = true;
+    if (sh->cursor == s) /* the walk goes on with the next stream */
+        sh->cursor = s->next;
     if (s->prev != NULL)
         s->prev->next = s->next;
     else
@@ -150,6 +217,15 @@ static void sub_close(struct sub *s, const char *why)
     if (s->next != NULL)
         s->next->prev = s->prev;
     s->prev = s->next = NULL;
+    if (s->lru_prev != NULL)
+        s->lru_prev->lru_next = s->lru_next;
+    else
+        sh->lru_head = s->lru_next;
+    if (s->lru_next != NULL)
+        s->lru_next->lru_prev = s->lru_prev;
+    else
+        sh->lru_tail = s->lru_prev;
+    s->lru_prev = s->lru_next = NULL;
     sh->nsubs--;
     if (sh->nsubs == 0)
         evtimer_del(sh->tick);
@@ -173,6 +249,8 @@ static void sub_close(struct sub *s, const char *why)
 }
 
 /* ---------------------------------------------------------- writing */
+
+static void on_sub_write(evutil_socket_t fd, short what, void *arg);
 
 /* Queues a reference to f (0, or -1 out of memory). */
 static int sub_enqueue(struct sub *s, struct aos_ev_frame *f)
@@ -224,7 +302,7 @@ static int sub_flush(struct sub *s)
                 break;
             return -1;
         }
-        s->last_write_ms = now_ms();
+        sub_touch(s, now_ms());
         size_t left = (size_t)w;
 
         s->qbytes -= left;
@@ -251,24 +329,27 @@ static int sub_flush(struct sub *s)
         s->q = NULL;
         s->qcap = s->qhead = 0;
     }
+    return 0;
+}
+
+/* After a write: waits for room while something is queued and applies
+ * the slow-client rule.  0, or -1 when s was closed. */
+static int sub_after_write(struct sub *s)
+{
+    struct aos_events *hub = s->sh->hub;
+
     if (s->qlen > 0 && !s->write_armed) {
+        if (s->ev_write == NULL &&
+            (s->ev_write = event_new(aos_loop_base(s->sh->loop), s->fd, EV_WRITE | EV_PERSIST, on_sub_write,
+                                     s)) == NULL) {
+            sub_close(s, "out of memory");
+            return -1;
+        }
         event_add(s->ev_write, NULL);
         s->write_armed = true;
     } else if (s->qlen == 0 && s->write_armed) {
         event_del(s->ev_write);
         s->write_armed = false;
-    }
-    return 0;
-}
-
-/* Flushes and applies the slow-client rule.  0, or -1 when s was closed. */
-static int sub_push_done(struct sub *s)
-{
-    struct aos_events *hub = s->sh->hub;
-
-    if (sub_flush(s) != 0) {
-        sub_close(s, "write failed");
-        return -1;
     }
     if (s->mode == SUB_LIVE && (long long)s->qbytes > atomic_load(&hub->client_buffer)) {
         char q[24];
@@ -281,6 +362,106 @@ static int sub_push_done(struct sub *s)
         return -1;
     }
     return 0;
+}
+
+/* Flushes and applies the slow-client rule.  0, or -1 when s was closed. */
+static int sub_push_done(struct sub *s)
+{
+    if (sub_flush(s) != 0) {
+        sub_close(s, "write failed");
+        return -1;
+    }
+    return sub_after_write(s);
+}
+
+/* Writes frames straight from the caller's array (nothing is queued, so
+ * they are next on the wire) with one sendmsg; what does not fit is
+ * queued.  n <= MAX_IOV.  0, or -1 when s was closed. */
+static int sub_send(struct sub *s, struct aos_ev_frame *const *frames, size_t n, uint64_t now)
+{
+    struct iovec iov[MAX_IOV];
+    struct msghdr msg = {.msg_iov = iov, .msg_iovlen = n};
+    size_t i, events = 0, left;
+    ssize_t w;
+
+    for (i = 0; i < n; i++) {
+        iov[i].iov_base = frames[i]->data;
+        iov[i].iov_len = frames[i]->len;
+    }
+    do
+        w = sendmsg(s->fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+    while (w < 0 && errno == EINTR);
+    if (w < 0) {
+        if (errno != EAGAIN && errno != EWOULDBLOCK) {
+            sub_close(s, "write failed");
+            return -1;
+        }
+        w = 0;
+    }
+    if (w > 0)
+        sub_touch(s, now);
+    left = (size_t)w;
+    for (i = 0; i < n && left >= frames[i]->len; i++) {
+        left -= frames[i]->len;
+        events += frames[i]->id > 0;
+    }
+    if (events > 0)
+        atomic_fetch_add_explicit(&s->sh->hub->delivered, events, memory_order_relaxed);
+    if (i == n)
+        return 0;
+    /* The socket is full: the rest waits for room. */
+    for (size_t j = i; j < n; j++) {
+        if (sub_enqueue(s, frames[j]) != 0) {
+            sub_close(s, "out of memory");
+            return -1;
+        }
+    }
+    s->qoff = left;
+    s->qbytes -= left;
+    return sub_after_write(s);
+}
+
+/* Gives a LIVE stream the frames (in id order) above its last id that
+ * match its tenant and filter.  0, or -1 when s was closed. */
+static int sub_deliver(struct sub *s, struct aos_ev_frame *const *frames, size_t n, uint64_t now)
+{
+    struct aos_ev_frame *sel[MAX_IOV];
+    struct aos_event_filter f;
+    size_t i = n, k = 0;
+    bool queue = s->qlen > 0; /* the socket is full: behind what waits */
+
+    while (i > 0 && frames[i - 1]->id > s->last_id)
+        i--;
+    if (i == n)
+        return 0;
+    sub_filter(s, &f);
+    for (; i < n; i++) {
+        struct aos_ev_frame *fr = frames[i];
+
+        s->last_id = fr->id;
+        if (strcmp(fr->tenant_id, s->tenant_id) != 0 || !aos_event_filter_match(&f, fr->type, fr->run_id))
+            continue;
+        if (!queue && k < MAX_IOV) {
+            sel[k++] = fr;
+            continue;
+        }
+        if (!queue) {
+            /* More than one sendmsg holds: queue them all, in order. */
+            for (size_t j = 0; j < k; j++)
+                if (sub_enqueue(s, sel[j]) != 0)
+                    goto oom;
+            k = 0;
+            queue = true;
+        }
+        if (sub_enqueue(s, fr) != 0)
+            goto oom;
+    }
+    if (k > 0)
+        return sub_send(s, sel, k, now);
+    return queue ? sub_push_done(s) : 0;
+oom:
+    sub_close(s, "out of memory");
+    return -1;
 }
 
 /* ---------------------------------------------------------- resuming */
@@ -379,10 +560,12 @@ static void sub_read_store(struct sub *s)
     j->s = s;
     j->hub = hub;
     memcpy(j->tenant_id, s->tenant_id, sizeof j->tenant_id);
-    memcpy(j->type, s->type, sizeof j->type);
-    memcpy(j->run_id, s->run_id, sizeof j->run_id);
-    j->has_type = s->has_type;
-    j->has_run = s->has_run;
+    if (s->filter != NULL) {
+        memcpy(j->type, s->filter->type, sizeof j->type);
+        memcpy(j->run_id, s->filter->run_id, sizeof j->run_id);
+        j->has_type = s->filter->has_type;
+        j->has_run = s->filter->has_run;
+    }
     j->after = s->last_id;
     s->job = true;
     if (hub->pool == NULL || aos_pool_submit(hub->pool, page_work, page_done, s->sh->loop, j) != 0) {
@@ -491,71 +674,124 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
     struct aos_ev_shard *sh = arg;
     uint64_t now = now_ms();
     uint64_t hb = (uint64_t)atomic_load(&sh->hub->heartbeat_ms);
-    struct sub *s = sh->subs;
+    struct aos_ev_frame *frame = &heartbeat_frame;
+    size_t budget = HB_SLICE;
+    struct sub *s;
 
     (void)fd;
     (void)what;
-    while (s != NULL) {
-        struct sub *next = s->next;
-
-        /* Only idle streams: anything queued or written recently already
-         * shows the client (and proxies) that the stream is alive. */
-        if (s->qlen == 0 && now - s->last_write_ms >= hb) {
-            if (sub_enqueue(s, &heartbeat_frame) != 0)
-                sub_close(s, "out of memory");
-            else
-                (void)sub_push_done(s);
+    /* Oldest write first: the first stream written to within the interval
+     * ends the round.  Every stream looked at moves to the end (written
+     * to, or touched), so the round ends. */
+    while ((s = sh->lru_head) != NULL && now - s->last_write_ms >= hb) {
+        if (budget-- == 0) {
+            tick_arm(sh, true);
+            return;
         }
-        s = next;
+        /* Only idle streams: anything queued already shows the client
+         * (and proxies) that the stream is alive, and goes out first. */
+        if (s->qlen > 0)
+            sub_touch(s, now);
+        else
+            (void)sub_send(s, &frame, 1, now); /* may close s; or queue it, then it is touched next */
     }
     if (sh->nsubs > 0)
-        tick_arm(sh);
+        tick_arm(sh, false);
 }
 
 /* ---------------------------------------------------------- batches */
+
+static void walk_start(struct aos_ev_shard *sh)
+{
+    sh->walking = true;
+    sh->walk_n = sh->npend;
+    sh->cursor = sh->subs;
+}
+
+/* One slice of the walk (see the top of the file); schedules the next. */
+static void walk_slice(struct aos_ev_shard *sh)
+{
+    static const struct timeval now_tv = {0, 0};
+    uint64_t now = now_ms();
+    int64_t top = sh->npend > 0 ? sh->pend[sh->npend - 1]->id : 0;
+
+    for (size_t budget = WALK_SLICE; sh->cursor != NULL && budget > 0; budget--) {
+        struct sub *s = sh->cursor;
+
+        sh->cursor = s->next;
+        if (s->mode == SUB_LIVE && s->last_id < top)
+            (void)sub_deliver(s, sh->pend, sh->npend, now); /* may close s */
+    }
+    if (sh->cursor != NULL) {
+        /* A timer, not event_active: libevent runs events activated while
+         * it runs its active queue in the same pass, before any I/O. */
+        evtimer_add(sh->walk_ev, &now_tv);
+        return;
+    }
+    /* The frames the walk began with have reached every stream. */
+    for (size_t i = 0; i < sh->walk_n; i++)
+        aos_ev_frame_unref(sh->pend[i]);
+    sh->npend -= sh->walk_n;
+    memmove(sh->pend, sh->pend + sh->walk_n, sh->npend * sizeof *sh->pend);
+    sh->walk_n = 0;
+    sh->walking = false;
+    if (sh->npend > 0) {
+        /* Frames that came during the walk: the streams it had passed. */
+        walk_start(sh);
+        evtimer_add(sh->walk_ev, &now_tv);
+    }
+}
+
+static void on_walk(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    walk_slice(arg);
+}
 
 struct delivery {
     struct aos_ev_shard *sh;
     struct aos_ev_batch *b;
 };
 
+static void shard_close_all(void *arg);
+
 static void shard_deliver(void *arg)
 {
     struct delivery *d = arg;
+    struct aos_ev_shard *sh = d->sh;
     struct aos_ev_batch *b = d->b;
-    struct sub *s = d->sh->subs;
 
-    while (s != NULL) {
-        struct sub *next = s->next;
-        bool queued = false, oom = false;
-        struct aos_event_filter f;
+    free(d);
+    if (sh->npend + b->n > sh->pend_cap) {
+        size_t cap = sh->pend_cap ? sh->pend_cap : 64;
+        struct aos_ev_frame **p;
 
-        if (s->mode == SUB_LIVE) {
-            sub_filter(s, &f);
-            for (size_t i = 0; i < b->n && !oom; i++) {
-                struct aos_ev_frame *fr = b->frames[i];
-
-                if (fr->id <= s->last_id)
-                    continue;
-                s->last_id = fr->id;
-                if (strcmp(fr->tenant_id, s->tenant_id) != 0 ||
-                    !aos_event_filter_match(&f, fr->type, fr->run_id))
-                    continue;
-                if (sub_enqueue(s, fr) != 0)
-                    oom = true;
-                else
-                    queued = true;
-            }
-            /* Either call may free s: nothing touches it afterwards. */
-            if (oom)
-                sub_close(s, "out of memory");
-            else if (queued)
-                (void)sub_push_done(s);
+        while (cap < sh->npend + b->n)
+            cap *= 2;
+        p = realloc(sh->pend, cap * sizeof *p);
+        if (p == NULL) {
+            /* Its live streams would miss this batch: close them, their
+             * clients resume. */
+            aos_err("events: out of memory for a batch: closing streams so that they resume", NULL);
+            shard_close_all(sh);
+            aos_ev_batch_unref(b);
+            return;
         }
-        s = next;
+        sh->pend = p;
+        sh->pend_cap = cap;
+    }
+    for (size_t i = 0; i < b->n; i++) {
+        aos_ev_frame_ref(b->frames[i]);
+        sh->pend[sh->npend++] = b->frames[i];
     }
     aos_ev_batch_unref(b);
-    free(d);
+    /* During a walk the frames join it (the rest of the walk and the
+     * next one); otherwise a walk begins, its first slice at once. */
+    if (!sh->walking) {
+        walk_start(sh);
+        walk_slice(sh);
+    }
 }
 
 void aos_ev_shard_post_batch(struct aos_ev_shard *sh, struct aos_ev_batch *b)
@@ -611,7 +847,7 @@ static void shard_settings(void *arg)
     struct aos_ev_shard *sh = arg;
 
     if (sh->nsubs > 0)
-        tick_arm(sh);
+        tick_arm(sh, false);
 }
 
 void aos_ev_shard_post_settings(struct aos_ev_shard *sh)
@@ -630,8 +866,9 @@ struct aos_ev_shard *aos_ev_shard_new(struct aos_events *hub, struct aos_loop *l
     sh->hub = hub;
     sh->loop = loop;
     sh->tick = evtimer_new(aos_loop_base(loop), on_tick, sh);
-    if (sh->tick == NULL) {
-        free(sh);
+    sh->walk_ev = evtimer_new(aos_loop_base(loop), on_walk, sh);
+    if (sh->tick == NULL || sh->walk_ev == NULL) {
+        aos_ev_shard_free(sh);
         return NULL;
     }
     return sh;
@@ -642,7 +879,13 @@ void aos_ev_shard_free(struct aos_ev_shard *sh)
     if (sh == NULL)
         return;
     shard_close_all(sh);
-    event_free(sh->tick);
+    for (size_t i = 0; i < sh->npend; i++)
+        aos_ev_frame_unref(sh->pend[i]);
+    free(sh->pend);
+    if (sh->tick != NULL)
+        event_free(sh->tick);
+    if (sh->walk_ev != NULL)
+        event_free(sh->walk_ev);
     free(sh);
 }
 
@@ -663,24 +906,34 @@ void aos_events_stream_start(struct aos_events *hub, struct aos_loop *loop, int 
     s->sh = sh;
     s->fd = fd;
     snprintf(s->tenant_id, sizeof s->tenant_id, "%s", spec->tenant_id);
-    s->has_type = spec->type != NULL;
-    s->has_run = spec->run_id != NULL;
-    snprintf(s->type, sizeof s->type, "%s", s->has_type ? spec->type : "");
-    snprintf(s->run_id, sizeof s->run_id, "%s", s->has_run ? spec->run_id : "");
-    s->last_write_ms = now_ms();
+    if (spec->type != NULL || spec->run_id != NULL) {
+        if ((s->filter = calloc(1, sizeof *s->filter)) == NULL)
+            goto refuse;
+        s->filter->has_type = spec->type != NULL;
+        s->filter->has_run = spec->run_id != NULL;
+        snprintf(s->filter->type, sizeof s->filter->type, "%s", spec->type != NULL ? spec->type : "");
+        snprintf(s->filter->run_id, sizeof s->filter->run_id, "%s", spec->run_id != NULL ? spec->run_id : "");
+    }
     if (evutil_make_socket_nonblocking(fd) != 0)
         goto refuse;
     (void)setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &one, sizeof one);
     s->ev_read = event_new(aos_loop_base(loop), fd, EV_READ | EV_PERSIST, on_sub_read, s);
-    s->ev_write = event_new(aos_loop_base(loop), fd, EV_WRITE | EV_PERSIST, on_sub_write, s);
-    if (s->ev_read == NULL || s->ev_write == NULL || event_add(s->ev_read, NULL) != 0)
+    if (s->ev_read == NULL || event_add(s->ev_read, NULL) != 0)
         goto refuse;
     s->next = sh->subs;
     if (sh->subs != NULL)
         sh->subs->prev = s;
     sh->subs = s;
+    /* The newest write: the end of the heartbeat order. */
+    s->last_write_ms = now_ms();
+    s->lru_prev = sh->lru_tail;
+    if (sh->lru_tail != NULL)
+        sh->lru_tail->lru_next = s;
+    else
+        sh->lru_head = s;
+    sh->lru_tail = s;
     if (sh->nsubs++ == 0)
-        tick_arm(sh);
+        tick_arm(sh, false);
     s->resume = spec->resume;
     s->last_id = spec->resume && spec->last_id > 0 ? spec->last_id : 0;
     /* Ready is set before the hub posts shard_ready, so a stream that sees
@@ -696,8 +949,7 @@ refuse:
     if (s != NULL) {
         if (s->ev_read != NULL)
             event_free(s->ev_read);
-        if (s->ev_write != NULL)
-            event_free(s->ev_write);
+        free(s->filter);
         free(s);
     }
     if (fd >= 0)

@@ -533,19 +533,6 @@ struct claim {
     size_t nevents;
 };
 
-static bool plugin_allowed(const struct aos_conf *conf, const char *tenant_id, const char *plugin)
-{
-    const struct aos_conf_tenant *t = aos_conf_tenant_find(conf, tenant_id);
-    if (t == NULL)
-        return false;
-    if (t->nplugins == 0)
-        return true;
-    for (size_t i = 0; i < t->nplugins; i++)
-        if (strcmp(t->plugins[i], plugin) == 0)
-            return true;
-    return false;
-}
-
 static int stop_claimed(struct claim *cl, struct aos_store_tx *tx, const char *status, const char *why, char *err,
                         size_t errlen)
 {
@@ -561,6 +548,7 @@ static int claim_tx(struct aos_store_tx *tx, void *arg, char *err, size_t errlen
     struct claim *cl = arg;
     struct aos_engine *e = cl->e;
     struct aos_claimed_run *c = &cl->c;
+    const struct aos_conf_tenant *t;
     char why[300];
     int rc;
 
@@ -597,7 +585,8 @@ static int claim_tx(struct aos_store_tx *tx, void *arg, char *err, size_t errlen
     }
     cl->plugin = aos_plugin_set_find(cl->rt->plugins, c->agent.plugin);
     if (cl->plugin == NULL || aos_plugin_instance_kind(cl->plugin) != AOS_PLUGIN_AGENT ||
-        !plugin_allowed(cl->rt->conf, cl->tenant_id, c->agent.plugin)) {
+        (t = aos_conf_tenant_find(cl->rt->conf, cl->tenant_id)) == NULL ||
+        !aos_conf_tenant_allows_plugin(t, c->agent.plugin)) {
         snprintf(why, sizeof why, "plugin '%s' is not an enabled agent plugin allowed for this tenant",
                  c->agent.plugin);
         return stop_claimed(cl, tx, "failed", why, err, errlen);
