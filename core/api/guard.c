@@ -34,6 +34,7 @@
 
 #include "auth/backends.h"
 #include "auth/jwt.h"
+#include "auth/token_cache.h"
 #include "conf.h"
 #include "events/token.h"
 #include "gateway/idempotency.h"
@@ -393,8 +394,18 @@ static void guard_jwt(struct aos_http_request *req, const char *token, size_t le
 {
     struct aos_runtime *rt = aos_runtime_acquire();
     struct aos_jwt_claims claims;
-    int r = rt != NULL ? aos_jwt_verify(&rt->jwt, token, len, (int64_t)time(NULL), JWT_LEEWAY_SECONDS, &claims)
-                       : AOS_JWT_MALFORMED;
+    int64_t now = (int64_t)time(NULL);
+    int r = AOS_JWT_MALFORMED;
+
+    if (rt != NULL) {
+        if (aos_token_cache_get(token, len, rt->generation, now, JWT_LEEWAY_SECONDS, &claims)) {
+            r = AOS_JWT_OK;
+        } else {
+            r = aos_jwt_verify(&rt->jwt, token, len, now, JWT_LEEWAY_SECONDS, &claims);
+            if (r == AOS_JWT_OK)
+                aos_token_cache_put(token, len, rt->generation, &claims);
+        }
+    }
     aos_runtime_release(rt);
     if (r != AOS_JWT_OK) {
         unauthorized(req, "invalid_credentials",
