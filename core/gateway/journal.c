@@ -116,6 +116,7 @@ void aos_journal_observer(void *arg, const struct aos_http_log_entry *e)
     copy_text(r.tenant_id, sizeof(r.tenant_id), e->tenant_id);
     r.time_ms = e->time_ms;
     copy_text(r.request_id, sizeof(r.request_id), e->request_id);
+    r.request_id_generated = e->request_id_generated;
     copy_text(r.principal, sizeof(r.principal), e->principal);
     copy_text(r.method, sizeof(r.method), e->method);
     /* No pattern (a 404, a refused request): never the raw path. */
@@ -200,6 +201,8 @@ static void redact_batch(struct aos_journal *j, size_t n)
         return;
     for (size_t i = 0; i < n; i++) {
         struct aos_journal_record *r = &j->batch[i];
+        if (r->request_id_generated)
+            continue; /* our own "<boot>-<loop>-<seq>": nothing a client chose */
         char *clean = aos_pii_redact_all(pii, r->request_id, strlen(r->request_id));
         /* On failure drop the value rather than write it unredacted. */
         copy_text(r->request_id, sizeof(r->request_id), clean != NULL ? clean : "-");

@@ -75,6 +75,7 @@ struct req_impl {
     struct bytes body;
     char method[16];
     char request_id[REQUEST_ID_MAX + 1];
+    bool request_id_generated;
     bool keep_alive;
     bool http10;
 };
@@ -427,10 +428,13 @@ static void conn_fail(struct aos_http_conn *c, int status, const char *code, con
 {
     char rid[REQUEST_ID_MAX + 1];
     const char *request_id = rid;
-    if (c->req != NULL && c->req->request_id[0] != '\0')
+    bool generated = true;
+    if (c->req != NULL && c->req->request_id[0] != '\0') {
         request_id = c->req->request_id;
-    else
+        generated = c->req->request_id_generated;
+    } else {
         make_request_id(c->hl, rid, sizeof rid);
+    }
     struct json_object *obj = error_object(code, message, request_id);
     size_t len = 0;
     const char *text = obj != NULL ? aos_json_text(obj, &len) : "";
@@ -442,6 +446,7 @@ static void conn_fail(struct aos_http_conn *c, int status, const char *code, con
     struct aos_http_log_entry entry = {
         .time_ms = wall_ms(),
         .request_id = request_id,
+        .request_id_generated = generated,
         .method = c->req != NULL && c->req->method[0] != '\0' ? c->req->method : "-",
         .status = status,
         .bytes_out = len,
@@ -504,6 +509,7 @@ void aos_http_respond(struct aos_http_request *req, int status, const char *cont
     struct aos_http_log_entry entry = {
         .time_ms = wall_ms(),
         .request_id = r->request_id,
+        .request_id_generated = r->request_id_generated,
         .method = req->method,
         .route = req->match.route != NULL ? req->match.route->pattern : NULL,
         .status = status,
@@ -569,6 +575,7 @@ int aos_http_takeover(struct aos_http_request *req, int status, const char *cont
     struct aos_http_log_entry entry = {
         .time_ms = wall_ms(),
         .request_id = r->request_id,
+        .request_id_generated = r->request_id_generated,
         .method = req->method,
         .route = req->match.route != NULL ? req->match.route->pattern : NULL,
         .status = status,
@@ -809,7 +816,8 @@ static int on_headers_complete(http_parser *p)
     r->http10 = p->http_major == 1 && p->http_minor == 0;
 
     const char *rid = aos_http_header(&r->pub, "X-Request-ID");
-    if (rid != NULL && request_id_valid(rid, strlen(rid)))
+    r->request_id_generated = rid == NULL || !request_id_valid(rid, strlen(rid));
+    if (!r->request_id_generated)
         snprintf(r->request_id, sizeof r->request_id, "%s", rid);
     else
         make_request_id(c->hl, r->request_id, sizeof r->request_id);

@@ -68,6 +68,7 @@ struct aos_http_log_entry {
     const char *peer_ip;
     const char *tenant_id;    /* principal's tenant, or NULL if unauthenticated */
     const char *principal;    /* principal's subject, or NULL */
+    bool request_id_generated; /* made by the server, not sent by the client (so it holds no PII) */
 };
 /* Called on the request's loop thread after every response (including
  * requests refused before routing).  Must not block.  Set before start. */

@@ -251,6 +251,7 @@ struct aos_journal_record {
     int64_t bytes_in;
     int64_t bytes_out;
     char client_ip[AOS_JOURNAL_IP_LEN]; /* "" = unknown (stored as NULL) */
+    bool request_id_generated;          /* the server made the id: no PII to redact (not stored) */
 };
 
 /* Inserts recs[0..n) (repeated prepared inserts: call it in ONE write
