@@ -325,6 +325,15 @@ static int apply_item(struct aos_engine *e, struct aos_store_tx *tx, struct cp_i
         obj_str(step, "outcome", outcomes[cp->kind]);
         add_event(it->events, &it->nevents, EVENTS_PER_ITEM, "step.completed", step);
     }
+    if (cp->kind == AOS_CP_APPROVAL && cp->auto_decision != NULL && strcmp(it->status, "queued") == 0) {
+        struct json_object *a = json_object_new_object();
+        obj_str(a, "approval_id", cp->approval_id);
+        obj_int(a, "seq", cp->seq);
+        obj_str(a, "decision", cp->auto_decision);
+        obj_str(a, "autonomy", cp->autonomy);
+        obj_json(a, "proposal", cp->result);
+        add_event(it->events, &it->nevents, EVENTS_PER_ITEM, "approval.auto_decided", a);
+    }
     if (cp->kind == AOS_CP_APPROVAL && strcmp(it->status, "waiting_approval") == 0) {
         struct json_object *a = json_object_new_object();
         obj_str(a, "approval_id", cp->approval_id);
@@ -529,6 +538,7 @@ struct claim {
     struct aos_budget_limits limits;
     int64_t reserve_tokens, reserve_micro_usd;
     char day[AOS_DAY_LEN];
+    char autonomy[16]; /* the agent's mode, else the tenant's */
     struct event_spec events[EVENTS_PER_ITEM];
     size_t nevents;
 };
@@ -591,6 +601,8 @@ static int claim_tx(struct aos_store_tx *tx, void *arg, char *err, size_t errlen
                  c->agent.plugin);
         return stop_claimed(cl, tx, "failed", why, err, errlen);
     }
+    snprintf(cl->autonomy, sizeof cl->autonomy, "%s",
+             c->agent.autonomy != NULL ? c->agent.autonomy : t->autonomy != NULL ? t->autonomy : "supervised");
     limits_for(cl->rt->conf, cl->tenant_id, &c->agent, &cl->limits);
     reserve_amounts(e, &c->agent, &cl->reserve_tokens, &cl->reserve_micro_usd);
     aos_store_day(cl->now, cl->day);
@@ -809,6 +821,14 @@ static void execute(struct aos_engine *e, struct worker *w, struct claim *cl)
                     if (it.cp.result == NULL)
                         it.cp.result = "{}";
                     it.cp.approval_expires = e->conf.approval_ttl > 0 ? finished + ms_of(e->conf.approval_ttl) : 0;
+                    /* observe: no action runs (the proposal is recorded and
+                     * declined); autonomous: actions run without waiting;
+                     * supervised: a person decides. */
+                    it.cp.autonomy = cl->autonomy;
+                    if (strcmp(cl->autonomy, "observe") == 0)
+                        it.cp.auto_decision = "rejected";
+                    else if (strcmp(cl->autonomy, "autonomous") == 0)
+                        it.cp.auto_decision = "approved";
                 } else {
                     it.cp.kind = run->stage + 1 < c->stages ? AOS_CP_STAGE_DONE : AOS_CP_DONE;
                     if (it.cp.result == NULL)

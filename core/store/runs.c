@@ -985,6 +985,14 @@ static const char SQL_RUN_STAGE_DONE[] = "UPDATE runs SET " RUN_USAGE ", " RUN_R
                                          "attempt = 0, run_after = $8 WHERE tenant_id = $1 AND id = $2";
 static const char SQL_RUN_WAIT[] = "UPDATE runs SET " RUN_USAGE ", " RUN_RELEASE ", status = 'waiting_approval', "
                                    "next_step = next_step + 1, attempt = 0 WHERE tenant_id = $1 AND id = $2";
+/* An approval the autonomy mode decided at once: the run goes straight
+ * back to the queue ($7 = now) and the next step sees the decision. */
+static const char SQL_RUN_AUTO_DECIDED[] = "UPDATE runs SET " RUN_USAGE ", " RUN_RELEASE ", status = 'queued', "
+                                           "next_step = next_step + 1, attempt = 0, run_after = $7 "
+                                           "WHERE tenant_id = $1 AND id = $2";
+static const char SQL_APPROVAL_INSERT_DECIDED[] =
+    "INSERT INTO approvals (id, tenant_id, run_id, step_seq, proposal, status, requested_by, decided_by, "
+    "decided_at, comment, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $9)";
 static const char SQL_RUN_RETRY[] = "UPDATE runs SET " RUN_USAGE ", " RUN_RELEASE ", status = 'queued', "
                                     "attempt = attempt + 1, run_after = $7 WHERE tenant_id = $1 AND id = $2";
 /* $7 status, $8 output, $9 error, $10 1 if the step was checkpointed. */
@@ -1088,6 +1096,9 @@ int aos_store_checkpoint(struct aos_store_tx *tx, struct aos_checkpoint *cp, con
         sql = SQL_RUN_STAGE_DONE;
         pu[np++] = AOS_DB_P_TEXT(cp->result);
         pu[np++] = AOS_DB_P_INT(now);
+    } else if (kind == AOS_CP_APPROVAL && cp->auto_decision != NULL) {
+        sql = SQL_RUN_AUTO_DECIDED;
+        pu[np++] = AOS_DB_P_INT(now);
     } else if (kind == AOS_CP_APPROVAL) {
         sql = SQL_RUN_WAIT;
     } else {
@@ -1097,7 +1108,24 @@ int aos_store_checkpoint(struct aos_store_tx *tx, struct aos_checkpoint *cp, con
     if ((rc = aos_store_exec(tx, sql, pu, np, NULL, err, errlen)) != AOS_DB_OK)
         goto out;
 
-    if (final == NULL && kind == AOS_CP_APPROVAL) {
+    if (final == NULL && kind == AOS_CP_APPROVAL && cp->auto_decision != NULL) {
+        char by[40], comment[64];
+        aos_store_id_new(cp->approval_id);
+        snprintf(by, sizeof by, "autonomy:%s", cp->autonomy != NULL ? cp->autonomy : "?");
+        snprintf(comment, sizeof comment, "decided by the %s autonomy mode", cp->autonomy != NULL ? cp->autonomy : "?");
+        struct aos_db_param pa[] = {AOS_DB_P_TEXT(cp->approval_id),
+                                    AOS_DB_P_TEXT(tid),
+                                    AOS_DB_P_TEXT(rid),
+                                    AOS_DB_P_INT(cp->seq),
+                                    AOS_DB_P_TEXT(cp->result != NULL ? cp->result : "{}"),
+                                    AOS_DB_P_TEXT(cp->auto_decision),
+                                    AOS_DB_P_TEXT(created_by != NULL ? created_by : ""),
+                                    AOS_DB_P_TEXT(by),
+                                    AOS_DB_P_INT(now),
+                                    AOS_DB_P_TEXT(comment)};
+        if ((rc = aos_store_exec(tx, SQL_APPROVAL_INSERT_DECIDED, pa, NP(pa), NULL, err, errlen)) != AOS_DB_OK)
+            goto out;
+    } else if (final == NULL && kind == AOS_CP_APPROVAL) {
         aos_store_id_new(cp->approval_id);
         struct aos_db_param pa[] = {AOS_DB_P_TEXT(cp->approval_id),
                                     AOS_DB_P_TEXT(tid),
@@ -1112,7 +1140,7 @@ int aos_store_checkpoint(struct aos_store_tx *tx, struct aos_checkpoint *cp, con
     }
     snprintf(status, AOS_RUN_STATUS_LEN, "%s",
              final != NULL                 ? final
-             : kind == AOS_CP_APPROVAL     ? "waiting_approval"
+             : kind == AOS_CP_APPROVAL     ? (cp->auto_decision != NULL ? "queued" : "waiting_approval")
              : kind == AOS_CP_RETRY || kind == AOS_CP_STAGE_DONE ? "queued"
                                            : "running");
     *result = AOS_CP_OK;

@@ -210,6 +210,11 @@ struct aos_checkpoint {
     int64_t run_after;         /* RETRY: not before */
     int64_t lease_expires;     /* CONTINUE, STAGE_DONE: the renewed lease */
     int64_t approval_expires;  /* APPROVAL: 0 = never */
+    /* APPROVAL: "approved" or "rejected" when the autonomy mode decides at
+     * once (the approval is stored decided by "autonomy:<mode>" and the run
+     * queued again); NULL: a person decides, the run waits. */
+    const char *auto_decision;
+    const char *autonomy;      /* the mode, for the record */
     char approval_id[AOS_ID_LEN]; /* APPROVAL: filled by the call */
 };
 

@@ -212,6 +212,26 @@ def test_approvals(t, d, w):
          "the approved ones are listed by status")
 
 
+def test_autonomy(t, d, w):
+    """The agent's autonomy mode (else the tenant's, supervised by default)
+    decides what happens to a proposal: autonomous runs it, observe declines
+    it, supervised waits for a person (test_approvals)."""
+    admin = w.bearer("acme", "admin")
+    for mode, status, decision in (("autonomous", "succeeded", "approved"), ("observe", "failed", "rejected")):
+        r = d.request("POST", "/api/v1/agents", body={"name": "auto-" + mode, "plugin": "agent-echo",
+                                                      "autonomy": mode}, headers=admin)
+        run = wait_run(d, admin, start(d, admin, r.json()["id"], steps=2, approval_at=1))
+        t.eq((run["status"], [s["outcome"] for s in run["steps"]][:1]), (status, ["needs_approval"]),
+             "%s: the proposal is recorded and the run %s without waiting" % (mode, status))
+        apps = d.request("GET", "/api/v1/approvals?limit=100", headers=admin).json()["items"]
+        mine = [a for a in apps if a["run_id"] == run["id"]]
+        t.eq([(a["status"], a["decided_by"]) for a in mine], [(decision, "autonomy:" + mode)],
+             "%s: the approval is %s by the autonomy mode, on the record" % (mode, decision))
+        types = events_of(d, admin, run["id"])
+        t.ok("approval.auto_decided" in types and "approval.requested" not in types,
+             "%s: an approval.auto_decided event, no request to a person" % mode, types)
+
+
 def test_cancel(t, d, w):
     admin = w.bearer("acme", "admin")
     aid = new_agent(d, admin, "slow")
@@ -346,8 +366,8 @@ def run_suite(t, store, label):
     try:
         d.start()
         w = World(t, d)
-        for fn in (test_success, test_list, test_retries_and_failures, test_approvals, test_cancel, test_budgets,
-                   test_workflow, test_fairness):
+        for fn in (test_success, test_list, test_retries_and_failures, test_approvals, test_autonomy, test_cancel,
+                   test_budgets, test_workflow, test_fairness):
             print("# %s: %s" % (label, fn.__name__))
             t.run(fn, d, w)
         d.stop()
