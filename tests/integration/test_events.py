@@ -406,9 +406,15 @@ def test_slow_client(t, d, w):
         t.eq(s.status, 200, "the slow client's stream opens")
         big = "x" * 8000
         total = 0
-        # Bursts (one transaction each) well under events.client_buffer.
+        # Bursts (one transaction each) well under events.client_buffer.  The
+        # publisher waits for the fast client after each burst, so that on a
+        # loaded machine (a slow reader thread) it is never more than one
+        # burst behind: only the client that never reads can be cut off.
         for _ in range(100):
             total += len(append(d, a, [{"type": "slow.big", "payload": {"blob": big}}], repeat=3))
+            pace = time.monotonic() + 10
+            while time.monotonic() < pace and len(fast.events()) < total and not fast.closed:
+                time.sleep(0.002)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and len(fast.events()) < total and not fast.closed:
             time.sleep(0.05)
