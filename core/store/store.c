@@ -381,9 +381,13 @@ static void writer_give(struct aos_store *s)
 }
 
 /* Lends a connection: an idle one if any, else opens one in a free slot,
- * else waits.  *fresh tells whether it was opened just now. */
-static int acquire(struct aos_store *s, int64_t deadline, size_t *slotp, bool *fresh, char *err,
-                   size_t errlen)
+ * else waits.  *fresh tells whether it was opened just now.  An idle
+ * connection already in the wanted query_only mode (>= 0: SQLite) is
+ * preferred: switching the pragma expires every statement the connection
+ * has prepared, and re-preparing them was a fifth of a checkpoint's CPU
+ * (BENCHMARKS.md, "Engine throughput"). */
+static int acquire(struct aos_store *s, int64_t deadline, int want_query_only, size_t *slotp, bool *fresh,
+                   char *err, size_t errlen)
 {
     struct aos_db_conn *stale = NULL;
     size_t idx = SIZE_MAX;
@@ -391,16 +395,18 @@ static int acquire(struct aos_store *s, int64_t deadline, size_t *slotp, bool *f
 
     pthread_mutex_lock(&s->mu);
     for (;;) {
-        for (size_t i = 0; i < s->nslots && idx == SIZE_MAX; i++) {
-            struct slot *sl = &s->slots[i];
-            if (sl->in_use || sl->conn == NULL)
-                continue;
-            sl->in_use = true;
-            if (sl->epoch != s->epoch || !s->drv->healthy(sl->conn)) {
-                stale = sl->conn; /* reopen in this slot, outside the lock */
-                sl->conn = NULL;
+        for (int pass = want_query_only >= 0 ? 0 : 1; pass < 2 && idx == SIZE_MAX; pass++) {
+            for (size_t i = 0; i < s->nslots && idx == SIZE_MAX; i++) {
+                struct slot *sl = &s->slots[i];
+                if (sl->in_use || sl->conn == NULL || (pass == 0 && sl->query_only != want_query_only))
+                    continue;
+                sl->in_use = true;
+                if (sl->epoch != s->epoch || !s->drv->healthy(sl->conn)) {
+                    stale = sl->conn; /* reopen in this slot, outside the lock */
+                    sl->conn = NULL;
+                }
+                idx = i;
             }
-            idx = i;
         }
         for (size_t i = 0; i < s->nslots && idx == SIZE_MAX; i++) {
             if (!s->slots[i].in_use && s->slots[i].conn == NULL) {
@@ -486,7 +492,7 @@ static int acquire_and_run(struct aos_store *s, int64_t deadline, const char *fi
     for (int attempt = 0; attempt < 2; attempt++) {
         bool fresh = false;
         size_t idx;
-        if ((rc = acquire(s, deadline, &idx, &fresh, err, errlen)) != AOS_DB_OK)
+        if ((rc = acquire(s, deadline, query_only, &idx, &fresh, err, errlen)) != AOS_DB_OK)
             return rc;
         struct aos_db_conn *c = s->slots[idx].conn;
         rc = AOS_DB_OK;
