@@ -8,12 +8,12 @@
  * has been full, a writable event and a queue of references to shared
  * frames.  A stream that keeps up costs no allocation per event: frames
  * are encoded once by the hub and written straight from the hub's batch,
- * one sendmsg per stream and batch.
+ * one send (sendmsg for several frames) per stream and walk.
  *
  * Delivery walks the shard's streams in slices of WALK_SLICE, giving the
  * loop back between slices (accepts, requests, client reads), and takes
  * every frame that has arrived so far: batches that come in during a walk
- * reach the rest of that walk at once, in the same sendmsg as the frames
+ * reach the rest of that walk at once, in the same write as the frames
  * it started with, and the streams already passed at the next walk, which
  * follows at once.  Under load (a walk longer than the gap between
  * batches) frames thus coalesce into fewer, larger writes instead of
@@ -388,8 +388,11 @@ static int sub_send(struct sub *s, struct aos_ev_frame *const *frames, size_t n,
         iov[i].iov_base = frames[i]->data;
         iov[i].iov_len = frames[i]->len;
     }
+    /* One frame (the usual case) goes with send: the kernel then copies
+     * no msghdr and no iovec array in. */
     do
-        w = sendmsg(s->fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+        w = n == 1 ? send(s->fd, frames[0]->data, frames[0]->len, MSG_NOSIGNAL | MSG_DONTWAIT)
+                   : sendmsg(s->fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
     while (w < 0 && errno == EINTR);
     if (w < 0) {
         if (errno != EAGAIN && errno != EWOULDBLOCK) {
