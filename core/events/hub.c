@@ -30,6 +30,7 @@
 #include "json.h"
 #include "log.h"
 #include "loop.h"
+#include "redis_url.h"
 #include "store/store.h"
 
 /* Rows per store read: a burst is read in slices so that batches reach
@@ -353,52 +354,18 @@ static void redis_free(struct ev_redis *r)
     free(r);
 }
 
-/* redis://[[user]:password@]host[:port][/db] | unix:///path (the same
- * forms as the rate limiter's). */
+/* redis.url: core/redis_url.h. */
 static int redis_parse_url(struct ev_redis *r, const char *url)
 {
-    const char *p;
-    char *end;
-    long v;
+    struct aos_redis_target t;
 
-    if (strncmp(url, "unix://", 7) == 0) {
-        if (url[7] != '/')
-            return -1;
-        r->path = strdup(url + 7);
-        return r->path != NULL ? 0 : -1;
-    }
-    if (strncmp(url, "redis://", 8) != 0)
+    if (aos_redis_url_parse(url, &t) != 0)
         return -1;
-    p = url + 8;
-    const char *at = strchr(p, '@');
-    if (at != NULL) {
-        const char *colon = memchr(p, ':', (size_t)(at - p));
-
-        if (colon != NULL && at - colon > 1 &&
-            (r->password = strndup(colon + 1, (size_t)(at - colon - 1))) == NULL)
-            return -1;
-        p = at + 1;
-    }
-    size_t hlen = strcspn(p, ":/");
-    if (hlen == 0 || (r->host = strndup(p, hlen)) == NULL)
-        return -1;
-    r->port = 6379;
-    p += hlen;
-    if (*p == ':') {
-        v = strtol(p + 1, &end, 10);
-        if (end == p + 1 || v < 1 || v > 65535)
-            return -1;
-        r->port = (int)v;
-        p = end;
-    }
-    if (*p == '/' && p[1] != '\0') {
-        v = strtol(p + 1, &end, 10);
-        if (end == p + 1 || *end != '\0' || v < 0 || v > 1000000)
-            return -1;
-        r->db = (int)v;
-    } else if (*p != '\0' && strcmp(p, "/") != 0) {
-        return -1;
-    }
+    r->host = t.host; /* the strings move into r */
+    r->port = t.port;
+    r->path = t.path;
+    r->password = t.password;
+    r->db = t.db;
     return 0;
 }
 

@@ -21,6 +21,7 @@
 
 #include "core/log.h"
 #include "core/loop.h"
+#include "core/redis_url.h"
 
 /* One token in integer units: a microsecond of refill adds per_minute
  * units, so a token is 60 s * 1e6 us worth of a 1/min rate. */
@@ -894,62 +895,24 @@ size_t aos_ratelimit_headers(const struct aos_rl_result *r, struct aos_rl_header
     return n;
 }
 
-/* redis://[[user]:password@]host[:port][/db]  |  unix:///path */
+/* redis.url (core/redis_url.h), plus the label the logs name it by. */
 static int rl_parse_url(struct aos_ratelimit *rl, const char *url)
 {
-    const char *p;
-    if (strncmp(url, "unix://", 7) == 0) {
-        p = url + 7;
-        if (*p != '/')
-            return -1;
-        rl->path = strdup(p);
-        if (rl->path == NULL)
-            return -1;
-        snprintf(rl->label, sizeof rl->label, "unix:%s", p);
-        return 0;
-    }
-    if (strncmp(url, "redis://", 8) != 0)
+    struct aos_redis_target t;
+    int w;
+
+    if (aos_redis_url_parse(url, &t) != 0)
         return -1;
-    p = url + 8;
-    const char *at = strchr(p, '@');
-    if (at != NULL) {
-        const char *colon = memchr(p, ':', (size_t)(at - p));
-        if (colon != NULL && at - colon > 1) {
-            rl->password = strndup(colon + 1, (size_t)(at - colon - 1));
-            if (rl->password == NULL)
-                return -1;
-        }
-        p = at + 1;
-    }
-    size_t hlen = strcspn(p, ":/");
-    if (hlen == 0)
-        return -1;
-    rl->host = strndup(p, hlen);
-    if (rl->host == NULL)
-        return -1;
-    rl->port = 6379;
-    p += hlen;
-    if (*p == ':') {
-        char *end;
-        long v = strtol(p + 1, &end, 10);
-        if (end == p + 1 || v < 1 || v > 65535)
-            return -1;
-        rl->port = (int)v;
-        p = end;
-    }
-    if (*p == '/' && p[1] != '\0') {
-        char *end;
-        long v = strtol(p + 1, &end, 10);
-        if (end == p + 1 || *end != '\0' || v < 0 || v > 1000000)
-            return -1;
-        rl->db = (int)v;
-    } else if (*p != '\0' && strcmp(p, "/") != 0) {
-        return -1;
-    }
-    int w = snprintf(rl->label, sizeof rl->label, "%s:%d", rl->host, rl->port);
-    if (w < 0 || (size_t)w >= sizeof rl->label)
-        return -1;
-    return 0;
+    rl->host = t.host; /* the strings move into rl */
+    rl->port = t.port;
+    rl->path = t.path;
+    rl->password = t.password;
+    rl->db = t.db;
+    if (rl->path != NULL)
+        w = snprintf(rl->label, sizeof rl->label, "unix:%s", rl->path);
+    else
+        w = snprintf(rl->label, sizeof rl->label, "%s:%d", rl->host, rl->port);
+    return w >= 0 && (size_t)w < sizeof rl->label ? 0 : -1;
 }
 
 struct aos_ratelimit *aos_ratelimit_new(const struct aos_conf_limits *limits,
