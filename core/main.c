@@ -21,6 +21,7 @@
 #include "log.h"
 #include "loop.h"
 #include "metrics.h"
+#include "notify.h"
 #include "pii/pii.h"
 #include "plugin.h"
 #include "runtime.h"
@@ -40,7 +41,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <systemd/sd-daemon.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -260,13 +260,13 @@ static bool store_conf_changed(const struct aos_conf_store *a, const struct aos_
 static void reload(struct daemon *d)
 {
     aos_info("reloading configuration", "file", d->conf_path, NULL);
-    sd_notify(0, "RELOADING=1");
+    aos_notify("RELOADING=1");
     struct aos_runtime *old = aos_runtime_acquire();
     struct aos_runtime *rt = load_generation(d->conf_path, old != NULL ? old->plugins : NULL, true);
     if (rt == NULL) {
         aos_err("reload failed: keeping the previous configuration", "file", d->conf_path, NULL);
         aos_runtime_release(old);
-        sd_notify(0, "READY=1");
+        aos_notify("READY=1");
         return;
     }
     const struct aos_conf_server *was = &old->conf->server, *now = &rt->conf->server;
@@ -298,7 +298,7 @@ static void reload(struct daemon *d)
     aos_info("configuration reloaded", "generation", gen, NULL);
     /* Config is the source of truth for tenants: upsert the new set. */
     aos_bringup_sync_tenants(d->bringup);
-    sd_notify(0, "READY=1");
+    aos_notify("READY=1");
 }
 
 static double seconds_until(const struct timespec *deadline)
@@ -336,7 +336,7 @@ static void begin_drain(struct daemon *d, const char *why)
     }
     d->draining = true;
     aos_info("draining", "reason", why, NULL);
-    sd_notify(0, "STOPPING=1");
+    aos_notify("STOPPING=1");
     aos_app_set_unready(&d->app, AOS_UNREADY_DRAINING, true, NULL);
     struct aos_runtime *rt = aos_runtime_acquire();
     double timeout = rt != NULL ? rt->conf->server.drain_timeout : 30;
@@ -595,7 +595,7 @@ static int serve(struct daemon *d, struct aos_runtime *rt)
     char pid[16];
     snprintf(pid, sizeof pid, "%ld", (long)getpid());
     aos_info("aosd started", "version", PACKAGE_VERSION, "pid", pid, NULL);
-    sd_notify(0, "READY=1");
+    aos_notify("READY=1");
 
     aos_loop_run(d->main_loop);
     rc = d->exit_code;

@@ -946,15 +946,16 @@ struct aos_ratelimit *aos_ratelimit_new(const struct aos_conf_limits *limits,
     atomic_init(&rl->redis_down, false);
     rl->connect_timeout = redis != NULL && redis->connect_timeout > 0 ? redis->connect_timeout : 2.0;
     rl->timeout = rl->connect_timeout;
-    {
+    if (rl->redis_policy) {
+        /* Only for Redis (EVALSHA): the first digest brings up OpenSSL's
+         * provider machinery, ~2 MiB resident a local-limits node never
+         * needs before its first token check. */
         unsigned char md[EVP_MAX_MD_SIZE];
         unsigned int mdlen = 0;
         if (EVP_Digest(rl_script, sizeof rl_script - 1, md, &mdlen, EVP_sha1(), NULL) != 1 || mdlen != 20)
             goto fail;
         for (unsigned i = 0; i < mdlen; i++)
             snprintf(rl->sha + 2 * i, 3, "%02x", md[i]);
-    }
-    if (rl->redis_policy) {
         if (redis == NULL || !redis->enabled || redis->url == NULL || redis->url[0] == '\0') {
             aos_err("ratelimit: limits.policy = \"redis\" needs redis.url", NULL);
             goto fail;

@@ -17,14 +17,15 @@
 #include <pcre2.h>
 
 #include <arpa/inet.h>
+#include <errno.h>
 #include <json-c/json.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
-#include <openssl/rand.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 
 /* Memcheck cannot see through PCRE2's JIT code and reports false
  * "uninitialised value" errors in it; under valgrind the interpreter is
@@ -527,6 +528,25 @@ static const struct pii_detector detectors[] = {
 
 /* ------------------------------------------------------------ object */
 
+/* The kernel's CSPRNG rather than OpenSSL's RAND_bytes: this runs at
+ * start-up, and RAND_bytes would bring up OpenSSL's whole provider and
+ * DRBG machinery (a couple of MiB of resident pages) before any request
+ * needs a hash.  0, or -1. */
+static int random_key(unsigned char *out, size_t len)
+{
+    while (len > 0) {
+        ssize_t n = getrandom(out, len, 0);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return -1;
+        }
+        out += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
 struct aos_pii *aos_pii_new(const void *key, size_t keylen, char *err, size_t errlen)
 {
     struct aos_pii *p = calloc(1, sizeof *p);
@@ -544,7 +564,7 @@ struct aos_pii *aos_pii_new(const void *key, size_t keylen, char *err, size_t er
     }
     if (key != NULL) {
         memcpy(p->key, key, keylen);
-    } else if (RAND_bytes(p->key, (int)p->keylen) != 1) {
+    } else if (random_key(p->key, p->keylen) != 0) {
         snprintf(err, errlen, "pii: no random bytes for the hash key");
         goto fail;
     }

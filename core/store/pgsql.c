@@ -20,10 +20,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <libpq-fe.h>
-
 #include "log.h"
 #include "store/db.h"
+#include "store/libpq_dl.h"
 
 #define STMT_CACHE_MAX 256
 #define DEFAULT_CONNECT_TIMEOUT "5"
@@ -141,6 +140,8 @@ static int pgsql_connect(const struct aos_conf_store *conf, struct aos_db_conn *
     PGresult *r = NULL;
 
     *out = NULL;
+    if (aos_libpq_load(err, errlen) != 0)
+        return AOS_DB_ERROR;
     const char *conninfo = conf->conninfo ? conf->conninfo : "";
     /* libpq's parse errors quote the offending text, which may be the
      * password: say what is wrong without repeating it. */

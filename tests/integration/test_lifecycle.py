@@ -181,10 +181,46 @@ def test_client_gone(t):
         d.cleanup()
 
 
+def test_service_manager(t):
+    """The sd_notify(3) protocol, spoken without libsystemd: READY=1 once
+    serving, RELOADING=1 then READY=1 around a SIGHUP, STOPPING=1 on SIGTERM."""
+    d = Daemon()
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    path = os.path.join(d.dir, "notify.sock")
+    sock.bind(path)
+    sock.settimeout(10)
+
+    def next_message():
+        try:
+            return sock.recv(256).decode()
+        except socket.timeout:
+            return None
+
+    saved = os.environ.get("NOTIFY_SOCKET")
+    os.environ["NOTIFY_SOCKET"] = path
+    try:
+        d.start()
+        t.eq(next_message(), "READY=1", "READY=1 sent at start")
+        t.eq(d.request("GET", "/healthz").status, 200, "serving when READY=1 was sent")
+        d.signal(signal.SIGHUP)
+        t.eq(next_message(), "RELOADING=1", "RELOADING=1 on SIGHUP")
+        t.eq(next_message(), "READY=1", "READY=1 after the reload")
+        d.signal(signal.SIGTERM)
+        t.eq(next_message(), "STOPPING=1", "STOPPING=1 on SIGTERM")
+        t.eq(d.stop(), 0, "exit 0")
+    finally:
+        if saved is None:
+            os.environ.pop("NOTIFY_SOCKET", None)
+        else:
+            os.environ["NOTIFY_SOCKET"] = saved
+        sock.close()
+        d.cleanup()
+
+
 def main():
     t = Tap()
     for fn in (test_command_line, test_refuses_to_start, test_reload, test_drain, test_thread_pool,
-               test_client_gone):
+               test_client_gone, test_service_manager):
         t.run(fn)
     return t.done()
 
