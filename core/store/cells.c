@@ -4,6 +4,8 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -67,6 +69,74 @@ int aos_exec_changes(struct aos_store_tx *tx, const char *sql, const struct aos_
     int rc = aos_store_exec(tx, sql, p, np, &res, err, errlen);
 
     *changes = rc == AOS_DB_OK ? aos_db_result_changes(res) : 0;
+    aos_db_result_free(res);
+    return rc;
+}
+
+int aos_page_fetch(struct aos_store_tx *tx, const struct aos_page_kind *kind, const char *tenant_id,
+                   const char *cursor, size_t limit, void **out, size_t *n, char *next_cursor, char *err,
+                   size_t errlen)
+{
+    struct aos_db_result *res = NULL;
+    unsigned char *list = NULL;
+    char tid[AOS_ID_LEN], after_id[AOS_ID_LEN];
+    int64_t after_ts = 0;
+    size_t rows = 0, take = 0;
+    bool first = cursor == NULL || cursor[0] == '\0';
+    int rc;
+
+    *out = NULL;
+    *n = 0;
+    next_cursor[0] = '\0';
+    if (limit < 1 || limit > 1000) {
+        aos_db_seterr(err, errlen, "page size must be 1 to 1000");
+        return AOS_DB_CONSTRAINT;
+    }
+    if (!first && !aos_cursor_parse(cursor, &after_ts, after_id)) {
+        aos_db_seterr(err, errlen, "malformed cursor");
+        return AOS_DB_CONSTRAINT;
+    }
+    if (!aos_store_id_norm(tenant_id, tid))
+        return AOS_DB_OK;
+    /* One row more than the page tells whether another page follows. */
+    if (first) {
+        struct aos_db_param p[] = {AOS_DB_P_TEXT(tid), AOS_DB_P_INT(limit + 1)};
+        rc = aos_store_exec(tx, kind->sql_first, p, AOS_NPARAMS(p), &res, err, errlen);
+    } else {
+        struct aos_db_param p[] = {AOS_DB_P_TEXT(tid), AOS_DB_P_INT(after_ts), AOS_DB_P_TEXT(after_id),
+                                   AOS_DB_P_INT(limit + 1)};
+        rc = aos_store_exec(tx, kind->sql_after, p, AOS_NPARAMS(p), &res, err, errlen);
+    }
+    if (rc != AOS_DB_OK)
+        goto out;
+    rows = aos_db_result_rows(res);
+    take = rows > limit ? limit : rows;
+    if (take == 0)
+        goto out;
+    list = calloc(take, kind->elem_size);
+    if (list == NULL) {
+        aos_db_seterr(err, errlen, "out of memory");
+        rc = AOS_DB_ERROR;
+        goto out;
+    }
+    for (size_t i = 0; i < take; i++) {
+        rc = kind->from_row(res, i, list + i * kind->elem_size, err, errlen);
+        if (rc != AOS_DB_OK)
+            goto out;
+    }
+    if (rows > limit) {
+        const unsigned char *last = list + (take - 1) * kind->elem_size;
+        int64_t created_at;
+        memcpy(&created_at, last + kind->created_at_offset, sizeof created_at);
+        snprintf(next_cursor, AOS_CURSOR_LEN, "%" PRId64 ".%s", created_at,
+                 (const char *)(last + kind->id_offset));
+    }
+    *out = list;
+    *n = take;
+    list = NULL;
+out:
+    if (list != NULL)
+        kind->free_list(list, take);
     aos_db_result_free(res);
     return rc;
 }

@@ -26,6 +26,28 @@ int aos_cell_dup(const struct aos_db_result *r, size_t row, size_t col, char **d
 int64_t aos_cell_int_or(const struct aos_db_result *r, size_t row, size_t col, int64_t null_value);
 /* Cursor "<integer>.<uuid>" (the last row of the previous page). */
 bool aos_cursor_parse(const char *cursor, int64_t *key, char id[37]);
+/* One page of a tenant's rows in keyset order over (created_at, id), for
+ * the list operations of users, agents, workflows.  The two statements take
+ * ($1 tenant, $2 limit) and ($1 tenant, $2 created_at, $3 id, $4 limit) and
+ * return rows from_row understands; elements are elem_size bytes with an
+ * int64_t created_at and a char id[] at the given offsets (the next
+ * cursor is made of them).  Validates limit (1..1000) and cursor
+ * (AOS_DB_CONSTRAINT), reads limit + 1 rows to learn whether a next page
+ * exists.  *out is calloc'd (NULL when *n == 0), freed with free_list;
+ * next_cursor (AOS_CURSOR_LEN bytes) is "" on the last page.  A malformed
+ * tenant id is an empty page: no tenant has it. */
+struct aos_page_kind {
+    const char *sql_first;
+    const char *sql_after;
+    size_t elem_size;
+    size_t created_at_offset;
+    size_t id_offset;
+    int (*from_row)(const struct aos_db_result *r, size_t row, void *elem, char *err, size_t errlen);
+    void (*free_list)(void *list, size_t n);
+};
+int aos_page_fetch(struct aos_store_tx *tx, const struct aos_page_kind *kind, const char *tenant_id,
+                   const char *cursor, size_t limit, void **out, size_t *n, char *next_cursor, char *err,
+                   size_t errlen);
 /* Runs a statement whose changed-row count matters: *changes receives it. */
 int aos_exec_changes(struct aos_store_tx *tx, const char *sql, const struct aos_db_param *p, size_t np,
                      int64_t *changes, char *err, size_t errlen);

@@ -10,6 +10,8 @@
  */
 #include "store/ops.h"
 
+#include "store/cells.h"
+
 #include <ctype.h>
 #include <errno.h>
 #include <inttypes.h>
@@ -654,80 +656,30 @@ out:
     return rc;
 }
 
-/* Cursor "<created_at>.<id>": the last row of the previous page. */
-static bool cursor_parse(const char *cursor, int64_t *created_at, char id[AOS_ID_LEN])
+static int user_row(const struct aos_db_result *r, size_t row, void *elem, char *err, size_t errlen)
 {
-    char *end;
-    long long v;
-
-    if (!isdigit((unsigned char)cursor[0]))
-        return false;
-    errno = 0;
-    v = strtoll(cursor, &end, 10);
-    if (errno != 0 || *end != '.')
-        return false;
-    *created_at = (int64_t)v;
-    return aos_store_id_norm(end + 1, id);
+    return user_from_row(r, row, elem, err, errlen);
 }
+
+static void user_list_free(void *list, size_t n) { aos_users_free(list, n); }
+
+static const struct aos_page_kind user_page = {
+    .sql_first = SQL_USER_LIST_FIRST,
+    .sql_after = SQL_USER_LIST_AFTER,
+    .elem_size = sizeof(struct aos_user),
+    .created_at_offset = offsetof(struct aos_user, created_at),
+    .id_offset = offsetof(struct aos_user, id),
+    .from_row = user_row,
+    .free_list = user_list_free,
+};
 
 int aos_store_user_list(struct aos_store_tx *tx, const char *tenant_id, const char *cursor, size_t limit,
                         struct aos_user **out, size_t *n, char next_cursor[AOS_CURSOR_LEN], char *err,
                         size_t errlen)
 {
-    struct aos_db_result *res = NULL;
-    struct aos_user *list = NULL;
-    char tid[AOS_ID_LEN], after_id[AOS_ID_LEN];
-    int64_t after_ts = 0;
-    size_t i, rows = 0, take = 0;
-    bool first = cursor == NULL || cursor[0] == '\0';
-    int rc;
-
-    *out = NULL;
-    *n = 0;
-    next_cursor[0] = '\0';
-    if (limit < 1 || limit > 1000) {
-        aos_db_seterr(err, errlen, "page size must be 1 to 1000");
-        return AOS_DB_CONSTRAINT;
-    }
-    if (!first && !cursor_parse(cursor, &after_ts, after_id)) {
-        aos_db_seterr(err, errlen, "malformed cursor");
-        return AOS_DB_CONSTRAINT;
-    }
-    if (!aos_store_id_norm(tenant_id, tid))
-        return AOS_DB_OK; /* no such tenant: an empty list, as for any tenant without users */
-    /* One row more than the page tells whether another page follows. */
-    if (first) {
-        struct aos_db_param p[] = {AOS_DB_P_TEXT(tid), AOS_DB_P_INT(limit + 1)};
-        rc = aos_store_exec(tx, SQL_USER_LIST_FIRST, p, NPARAMS(p), &res, err, errlen);
-    } else {
-        struct aos_db_param p[] = {AOS_DB_P_TEXT(tid), AOS_DB_P_INT(after_ts), AOS_DB_P_TEXT(after_id),
-                                   AOS_DB_P_INT(limit + 1)};
-        rc = aos_store_exec(tx, SQL_USER_LIST_AFTER, p, NPARAMS(p), &res, err, errlen);
-    }
-    if (rc != AOS_DB_OK)
-        goto out;
-    rows = aos_db_result_rows(res);
-    take = rows > limit ? limit : rows;
-    if (take == 0)
-        goto out;
-    list = calloc(take, sizeof(*list));
-    if (list == NULL) {
-        rc = oom(err, errlen);
-        goto out;
-    }
-    for (i = 0; i < take; i++) {
-        rc = user_from_row(res, i, &list[i], err, errlen);
-        if (rc != AOS_DB_OK)
-            goto out;
-    }
-    if (rows > limit)
-        snprintf(next_cursor, AOS_CURSOR_LEN, "%" PRId64 ".%s", list[take - 1].created_at, list[take - 1].id);
+    void *list = NULL;
+    int rc = aos_page_fetch(tx, &user_page, tenant_id, cursor, limit, &list, n, next_cursor, err, errlen);
     *out = list;
-    *n = take;
-    list = NULL;
-out:
-    aos_users_free(list, take);
-    aos_db_result_free(res);
     return rc;
 }
 
@@ -1487,64 +1439,30 @@ int aos_store_agent_get_by_name(struct aos_store_tx *tx, const char *tenant_id, 
     return agent_get(tx, SQL_AGENT_GET_NAME, tid, name, out, err, errlen);
 }
 
+static int agent_row(const struct aos_db_result *r, size_t row, void *elem, char *err, size_t errlen)
+{
+    return agent_from_row(r, row, elem, err, errlen);
+}
+
+static void agent_list_free(void *list, size_t n) { aos_agents_free(list, n); }
+
+static const struct aos_page_kind agent_page = {
+    .sql_first = SQL_AGENT_LIST_FIRST,
+    .sql_after = SQL_AGENT_LIST_AFTER,
+    .elem_size = sizeof(struct aos_agent),
+    .created_at_offset = offsetof(struct aos_agent, created_at),
+    .id_offset = offsetof(struct aos_agent, id),
+    .from_row = agent_row,
+    .free_list = agent_list_free,
+};
+
 int aos_store_agent_list(struct aos_store_tx *tx, const char *tenant_id, const char *cursor, size_t limit,
                          struct aos_agent **out, size_t *n, char next_cursor[AOS_CURSOR_LEN], char *err,
                          size_t errlen)
 {
-    struct aos_db_result *res = NULL;
-    struct aos_agent *list = NULL;
-    char tid[AOS_ID_LEN], after_id[AOS_ID_LEN];
-    int64_t after_ts = 0;
-    size_t i, rows = 0, take = 0;
-    bool first = cursor == NULL || cursor[0] == '\0';
-    int rc;
-
-    *out = NULL;
-    *n = 0;
-    next_cursor[0] = '\0';
-    if (limit < 1 || limit > 1000) {
-        aos_db_seterr(err, errlen, "page size must be 1 to 1000");
-        return AOS_DB_CONSTRAINT;
-    }
-    if (!first && !cursor_parse(cursor, &after_ts, after_id)) {
-        aos_db_seterr(err, errlen, "malformed cursor");
-        return AOS_DB_CONSTRAINT;
-    }
-    if (!aos_store_id_norm(tenant_id, tid))
-        return AOS_DB_OK; /* no such tenant: an empty list */
-    /* One row more than the page tells whether another page follows. */
-    if (first) {
-        struct aos_db_param p[] = {AOS_DB_P_TEXT(tid), AOS_DB_P_INT(limit + 1)};
-        rc = aos_store_exec(tx, SQL_AGENT_LIST_FIRST, p, NPARAMS(p), &res, err, errlen);
-    } else {
-        struct aos_db_param p[] = {AOS_DB_P_TEXT(tid), AOS_DB_P_INT(after_ts), AOS_DB_P_TEXT(after_id),
-                                   AOS_DB_P_INT(limit + 1)};
-        rc = aos_store_exec(tx, SQL_AGENT_LIST_AFTER, p, NPARAMS(p), &res, err, errlen);
-    }
-    if (rc != AOS_DB_OK)
-        goto out;
-    rows = aos_db_result_rows(res);
-    take = rows > limit ? limit : rows;
-    if (take == 0)
-        goto out;
-    list = calloc(take, sizeof(*list));
-    if (list == NULL) {
-        rc = oom(err, errlen);
-        goto out;
-    }
-    for (i = 0; i < take; i++) {
-        rc = agent_from_row(res, i, &list[i], err, errlen);
-        if (rc != AOS_DB_OK)
-            goto out;
-    }
-    if (rows > limit)
-        snprintf(next_cursor, AOS_CURSOR_LEN, "%" PRId64 ".%s", list[take - 1].created_at, list[take - 1].id);
+    void *list = NULL;
+    int rc = aos_page_fetch(tx, &agent_page, tenant_id, cursor, limit, &list, n, next_cursor, err, errlen);
     *out = list;
-    *n = take;
-    list = NULL;
-out:
-    aos_agents_free(list, take);
-    aos_db_result_free(res);
     return rc;
 }
 

@@ -370,64 +370,30 @@ int aos_store_workflow_get_by_name(struct aos_store_tx *tx, const char *tenant_i
     return workflow_get(tx, SQL_WORKFLOW_GET_NAME, tid, name, out, err, errlen);
 }
 
+static int workflow_row(const struct aos_db_result *r, size_t row, void *elem, char *err, size_t errlen)
+{
+    return workflow_from_row(r, row, elem, err, errlen);
+}
+
+static void workflow_list_free(void *list, size_t n) { aos_workflows_free(list, n); }
+
+static const struct aos_page_kind workflow_page = {
+    .sql_first = SQL_WORKFLOW_LIST_FIRST,
+    .sql_after = SQL_WORKFLOW_LIST_AFTER,
+    .elem_size = sizeof(struct aos_workflow),
+    .created_at_offset = offsetof(struct aos_workflow, created_at),
+    .id_offset = offsetof(struct aos_workflow, id),
+    .from_row = workflow_row,
+    .free_list = workflow_list_free,
+};
+
 int aos_store_workflow_list(struct aos_store_tx *tx, const char *tenant_id, const char *cursor, size_t limit,
                             struct aos_workflow **out, size_t *n, char next_cursor[AOS_CURSOR_LEN], char *err,
                             size_t errlen)
 {
-    struct aos_db_result *res = NULL;
-    struct aos_workflow *list = NULL;
-    char tid[AOS_ID_LEN], after_id[AOS_ID_LEN];
-    int64_t after_ts = 0;
-    size_t i, rows = 0, take = 0;
-    bool first = cursor == NULL || cursor[0] == '\0';
-    int rc;
-
-    *out = NULL;
-    *n = 0;
-    next_cursor[0] = '\0';
-    if (limit < 1 || limit > 1000) {
-        aos_db_seterr(err, errlen, "page size must be 1 to 1000");
-        return AOS_DB_CONSTRAINT;
-    }
-    if (!first && !aos_cursor_parse(cursor, &after_ts, after_id)) {
-        aos_db_seterr(err, errlen, "malformed cursor");
-        return AOS_DB_CONSTRAINT;
-    }
-    if (!aos_store_id_norm(tenant_id, tid))
-        return AOS_DB_OK; /* no such tenant: an empty list */
-    /* One row more than the page tells whether another page follows. */
-    if (first) {
-        struct aos_db_param p[] = {AOS_DB_P_TEXT(tid), AOS_DB_P_INT(limit + 1)};
-        rc = aos_store_exec(tx, SQL_WORKFLOW_LIST_FIRST, p, AOS_NPARAMS(p), &res, err, errlen);
-    } else {
-        struct aos_db_param p[] = {AOS_DB_P_TEXT(tid), AOS_DB_P_INT(after_ts), AOS_DB_P_TEXT(after_id),
-                                   AOS_DB_P_INT(limit + 1)};
-        rc = aos_store_exec(tx, SQL_WORKFLOW_LIST_AFTER, p, AOS_NPARAMS(p), &res, err, errlen);
-    }
-    if (rc != AOS_DB_OK)
-        goto out;
-    rows = aos_db_result_rows(res);
-    take = rows > limit ? limit : rows;
-    if (take == 0)
-        goto out;
-    list = calloc(take, sizeof(*list));
-    if (list == NULL) {
-        rc = oom(err, errlen);
-        goto out;
-    }
-    for (i = 0; i < take; i++) {
-        rc = workflow_from_row(res, i, &list[i], err, errlen);
-        if (rc != AOS_DB_OK)
-            goto out;
-    }
-    if (rows > limit)
-        snprintf(next_cursor, AOS_CURSOR_LEN, "%" PRId64 ".%s", list[take - 1].created_at, list[take - 1].id);
+    void *list = NULL;
+    int rc = aos_page_fetch(tx, &workflow_page, tenant_id, cursor, limit, &list, n, next_cursor, err, errlen);
     *out = list;
-    *n = take;
-    list = NULL;
-out:
-    aos_workflows_free(list, take);
-    aos_db_result_free(res);
     return rc;
 }
 
