@@ -7,6 +7,7 @@
 
 #include <dlfcn.h>
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -16,10 +17,12 @@
 
 struct aos_libpq aos_libpq;
 
-static pthread_once_t load_once = PTHREAD_ONCE_INIT;
-static int load_status = -1;
+static pthread_mutex_t load_lock = PTHREAD_MUTEX_INITIALIZER;
+static bool loaded;
 static char load_error[256];
 
+/* Under load_lock.  A failure is not remembered: the store retries its
+ * connection with backoff, and installing libpq5 meanwhile must be enough. */
 static void load(void)
 {
     /* RTLD_LOCAL: libpq's symbols (and its libraries') stay out of the
@@ -41,19 +44,24 @@ static void load(void)
         if (t.name == NULL) {                                                                          \
             snprintf(load_error, sizeof load_error, "pgsql: %s has no %s: libpq is too old", LIBPQ_SONAME, \
                      #name);                                                                           \
+            dlclose(lib);                                                                              \
             return;                                                                                    \
         }                                                                                              \
     } while (0);
     AOS_LIBPQ_FUNCTIONS(AOS_LIBPQ_RESOLVE)
 #undef AOS_LIBPQ_RESOLVE
     aos_libpq = t;
-    load_status = 0;
+    loaded = true;
 }
 
 int aos_libpq_load(char *err, size_t errlen)
 {
-    (void)pthread_once(&load_once, load);
-    if (load_status != 0 && err != NULL && errlen > 0)
+    pthread_mutex_lock(&load_lock);
+    if (!loaded)
+        load();
+    bool ok = loaded;
+    if (!ok && err != NULL && errlen > 0)
         snprintf(err, errlen, "%s", load_error);
-    return load_status;
+    pthread_mutex_unlock(&load_lock);
+    return ok ? 0 : -1;
 }

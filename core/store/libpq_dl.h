@@ -36,9 +36,10 @@ struct aos_libpq {
 /* Filled once by aos_libpq_load; read-only afterwards. */
 extern struct aos_libpq aos_libpq;
 
-/* Loads libpq.so.5 and resolves every function, once per process (later
- * calls return the first outcome at once; thread-safe).  0, or -1 with err
- * naming the library and what failed. */
+/* Loads libpq.so.5 and resolves every function, once per process: after
+ * a success later calls return at once; after a failure the next call
+ * tries again (the library may have been installed since).  Thread-safe.
+ * 0, or -1 with err naming the library and what failed. */
 int aos_libpq_load(char *err, size_t errlen);
 
 #ifndef AOS_LIBPQ_DL_IMPL

@@ -11,7 +11,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from aostest import AOSD, TENANT_ID, Daemon, PgCluster, Tap  # noqa: E402
+from aostest import AOSD, TENANT_ID, Daemon, PgCluster, Tap, pg_private_store  # noqa: E402
 
 OTHER_ID = "0b3e8c1d-2f4a-4b5c-9d6e-7f8a9b0c1d2e"
 
@@ -173,9 +173,77 @@ def test_pgsql_outage(t):
         pg.cleanup()
 
 
+def system_libpq():
+    """The path of the libpq.so.5 the dynamic loader would find, or None."""
+    p = subprocess.run(["ldconfig", "-p"], capture_output=True, text=True, timeout=30)
+    for line in p.stdout.splitlines():
+        m = re.match(r"\s*libpq\.so\.5 \(.*x86-64.*\) => (\S+)", line) or \
+            re.match(r"\s*libpq\.so\.5 \(.*\) => (\S+)", line)
+        if m:
+            return m.group(1)
+    return None
+
+
+def mapped_libraries(pid):
+    with open("/proc/%d/maps" % pid) as f:
+        return {os.path.basename(line.split()[-1]) for line in f if ".so" in line}
+
+
+def test_libpq_loaded_on_demand(t):
+    """libpq (and its dozen libraries) is loaded on the first PostgreSQL
+    connection: never on SQLite; a missing or broken libpq is the reason
+    /readyz gives, and installing it is enough, without a restart."""
+    d = Daemon()
+    try:
+        d.start()
+        libs = mapped_libraries(d.proc.pid)
+        t.ok(not any(x.startswith("libpq.") for x in libs), "an SQLite node never maps libpq", sorted(libs))
+        t.ok(not any(x.startswith(("libgnutls", "libkrb5", "libldap")) for x in libs),
+             "nor libpq's dependencies", sorted(libs))
+        t.ok(not any(x.startswith("libsystemd") for x in libs), "nor libsystemd (sd_notify is spoken directly)")
+        t.eq(d.stop(), 0, "exit 0")
+    finally:
+        d.cleanup()
+
+    store, cleanup = pg_private_store()
+    real = system_libpq()
+    if store is None or real is None:
+        t.skip("libpq missing, then installed", "needs AOS_TEST_PGSQL and libpq5")
+        return
+    d = Daemon(store=store)
+    libdir = os.path.join(d.dir, "lib")
+    os.makedirs(libdir)
+    fake = os.path.join(libdir, "libpq.so.5")
+    with open(fake, "wb") as f:
+        f.write(b"not a shared object\n")
+    saved = os.environ.get("LD_LIBRARY_PATH")
+    os.environ["LD_LIBRARY_PATH"] = libdir
+    try:
+        d.start(wait=False)
+        r = wait_for(lambda: (readyz(d) or None) and "libpq" in readyz(d).body.decode() and readyz(d))
+        t.ok(r is not None and r.status == 503, "/readyz is 503 while libpq cannot be loaded")
+        reason = r.json().get("reason", "") if r is not None else ""
+        t.ok("libpq.so.5" in reason and "libpq5" in reason, "the reason names the library and its package", reason)
+        t.ok(d.proc.poll() is None, "aosd keeps running and retrying")
+        os.unlink(fake)
+        os.symlink(real, fake)
+        r = wait_for(lambda: (readyz(d) or None) and readyz(d).status == 200 and readyz(d), timeout=60)
+        t.ok(r and r.status == 200, "ready once libpq is there, without a restart", d.log_text()[-1500:])
+        t.ok(any(x.startswith("libpq.so") for x in mapped_libraries(d.proc.pid)), "libpq is mapped now")
+        t.eq(d.stop(), 0, "exit 0")
+    finally:
+        if saved is None:
+            os.environ.pop("LD_LIBRARY_PATH", None)
+        else:
+            os.environ["LD_LIBRARY_PATH"] = saved
+        d.cleanup()
+        cleanup()
+
+
 def main():
     t = Tap()
-    for fn in (test_migrate_cli, test_migrate_as_owner, test_tenant_sync, test_pgsql_outage):
+    for fn in (test_migrate_cli, test_migrate_as_owner, test_tenant_sync, test_pgsql_outage,
+               test_libpq_loaded_on_demand):
         t.run(fn)
     return t.done()
 
