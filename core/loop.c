@@ -5,6 +5,9 @@
 #include "log.h"
 
 #include <event2/thread.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -129,6 +132,7 @@ int aos_loop_post(struct aos_loop *loop, aos_loop_fn fn, void *arg)
 static void *loop_thread(void *arg)
 {
     struct aos_loop *loop = arg;
+    aos_thread_name("aos-%s", loop->name);
     aos_loop_run(loop);
     return NULL;
 }
@@ -197,4 +201,15 @@ void aos_loop_run_pending(struct aos_loop *loop) { loop_drain(-1, 0, loop); }
 bool aos_loop_is_current(const struct aos_loop *loop)
 {
     return pthread_equal(pthread_self(), loop->thread) != 0;
+}
+
+void aos_thread_name(const char *fmt, ...)
+{
+    /* The kernel keeps 15 bytes: "aos-http/12" fits, longer names are cut. */
+    char name[16];
+    va_list ap;
+    va_start(ap, fmt);
+    (void)vsnprintf(name, sizeof name, fmt, ap);
+    va_end(ap);
+    (void)pthread_setname_np(pthread_self(), name);
 }

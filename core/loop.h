@@ -41,6 +41,10 @@ int aos_loop_start_thread(struct aos_loop *loop);
 int aos_loop_run(struct aos_loop *loop);
 /* Asks the loop to exit after running what was already posted.  Thread-safe. */
 void aos_loop_stop(struct aos_loop *loop);
+/* Names the calling thread (printf-style, at most 15 bytes kept) for
+ * top -H, ps -L, gdb and perf: "aos-http/0", "aos-pool", "aos-engine/3". */
+void aos_thread_name(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
 /* Waits for a loop started with aos_loop_start_thread to exit. */
 void aos_loop_join(struct aos_loop *loop);
 /* Runs, on the calling thread, whatever has been posted and not run yet.

@@ -33,6 +33,7 @@ struct aos_pool {
 static void *pool_thread(void *arg)
 {
     struct aos_pool *pool = arg;
+    aos_thread_name("aos-pool");
     pthread_mutex_lock(&pool->lock);
     for (;;) {
         while (pool->head == NULL && !pool->stopping)
