@@ -15,6 +15,7 @@
 #include "auth/backends.h"
 #include "auth/jwt.h"
 #include "auth/password.h"
+#include "auth/token_cache.h"
 #include "conf.h"
 #include "http/http.h"
 #include "json.h"
@@ -28,6 +29,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 #define EMAIL_MAX 254
 #define NAME_MAX_LEN 100
@@ -367,6 +369,31 @@ static void me_work(void *arg)
     j->rc = aos_store_transact(j->app->store, false, me_tx, j, j->err, sizeof j->err);
 }
 
+/* The /auth/me cache key: what the answer depends on besides the store's
+ * e-mail and the tenant's configured name (bound to the generation).
+ * Returns the length, or 0 if it does not fit (then nothing is cached). */
+static size_t me_key(const struct aos_principal *p, char out[AOS_USER_CACHE_MAX_KEY])
+{
+    const char *parts[] = {p->tenant_id, p->subject, p->role};
+    size_t n = 0;
+    for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++) {
+        size_t len = strlen(parts[i]);
+        if (n + len + 1 > AOS_USER_CACHE_MAX_KEY)
+            return 0;
+        memcpy(out + n, parts[i], len);
+        n += len;
+        out[n++] = '\n';
+    }
+    return n;
+}
+
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 static void me_done(void *arg)
 {
     struct auth_job *j = arg;
@@ -384,10 +411,13 @@ static void me_done(void *arg)
     }
     struct json_object *o = json_object_new_object();
     char tenant_name[64] = "";
+    uint64_t generation = 0;
     struct aos_runtime *rt = aos_runtime_acquire();
     const struct aos_conf_tenant *t = rt != NULL ? aos_conf_tenant_find(rt->conf, p->tenant_id) : NULL;
     if (t != NULL)
         snprintf(tenant_name, sizeof tenant_name, "%s", t->name);
+    if (rt != NULL)
+        generation = rt->generation;
     aos_runtime_release(rt);
     json_object_object_add(o, "subject", json_object_new_string(p->subject));
     json_object_object_add(o, "kind", json_object_new_string(principal_is_user(p) ? "user" : "api_key"));
@@ -396,13 +426,41 @@ static void me_done(void *arg)
     json_object_object_add(o, "role", json_object_new_string(p->role));
     if (principal_is_user(p) && j->user.email != NULL)
         json_object_object_add(o, "email", json_object_new_string(j->user.email));
-    aos_http_respond_json(j->req, 200, o);
+    size_t len = 0;
+    const char *text = aos_json_text(o, &len);
+    if (text == NULL) {
+        aos_http_respond_error(j->req, 500, "internal", "out of memory");
+    } else {
+        char key[AOS_USER_CACHE_MAX_KEY];
+        size_t key_len = me_key(p, key);
+        if (key_len > 0)
+            aos_user_cache_put(key, key_len, generation, mono_ms(), text, len);
+        aos_http_respond(j->req, 200, "application/json", text, len);
+    }
+    json_object_put(o);
     job_free(j);
 }
 
+/* Answered on the loop from the per-loop cache when it can (the common
+ * case: no pool hop); otherwise the e-mail comes from the store on the
+ * pool, and the rendered answer is cached for AOS_USER_CACHE_TTL_MS
+ * (token_cache.h says what that means for a deleted user). */
 static void handle_me(struct aos_http_request *req, void *ctx)
 {
     (void)ctx;
+    char key[AOS_USER_CACHE_MAX_KEY];
+    size_t key_len = me_key(&req->principal, key);
+    if (key_len > 0) {
+        struct aos_runtime *rt = aos_runtime_acquire();
+        uint64_t generation = rt != NULL ? rt->generation : 0;
+        aos_runtime_release(rt);
+        const char *body;
+        size_t len;
+        if (aos_user_cache_get(key, key_len, generation, mono_ms(), &body, &len)) {
+            aos_http_respond(req, 200, "application/json", body, len);
+            return;
+        }
+    }
     struct auth_job *j = job_new(req);
     if (j == NULL)
         return;

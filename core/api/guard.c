@@ -60,6 +60,24 @@
 
 static const char *const route_role_names[] = {"", "user", "approver", "admin"};
 
+/* Appends src to dst[0..*n) within size (truncating, always terminated,
+ * as snprintf would): the per-request strings are built without printf. */
+static void str_append(char *dst, size_t size, size_t *n, const char *src)
+{
+    size_t len = strlen(src);
+    if (*n + len >= size)
+        len = size - 1 - *n;
+    memcpy(dst + *n, src, len);
+    *n += len;
+    dst[*n] = '\0';
+}
+
+static void str_copy(char *dst, size_t size, const char *src)
+{
+    size_t n = 0;
+    str_append(dst, size, &n, src);
+}
+
 static void unauthorized(struct aos_http_request *req, const char *code, const char *message)
 {
     aos_http_add_header(req, "WWW-Authenticate", "Bearer realm=\"aosd\"");
@@ -282,10 +300,16 @@ static void gateway_limit(struct aos_http_request *req)
     char ip_key[80], principal_key[160];
     const char *keys[2];
     size_t n = 0;
-    snprintf(ip_key, sizeof ip_key, "ip:%s", req->peer_ip);
+    size_t len = 0;
+    str_append(ip_key, sizeof ip_key, &len, "ip:");
+    str_append(ip_key, sizeof ip_key, &len, req->peer_ip);
     keys[n++] = ip_key;
     if (req->authenticated) {
-        snprintf(principal_key, sizeof principal_key, "p:%s:%s", req->principal.tenant_id, req->principal.subject);
+        len = 0;
+        str_append(principal_key, sizeof principal_key, &len, "p:");
+        str_append(principal_key, sizeof principal_key, &len, req->principal.tenant_id);
+        str_append(principal_key, sizeof principal_key, &len, ":");
+        str_append(principal_key, sizeof principal_key, &len, req->principal.subject);
         keys[n++] = principal_key;
     }
     bool read = strcmp(req->method, "GET") == 0 || strcmp(req->method, "HEAD") == 0;
@@ -414,9 +438,9 @@ static void guard_jwt(struct aos_http_request *req, const char *token, size_t le
     }
     memset(&req->principal, 0, sizeof req->principal);
     req->principal.size = sizeof req->principal;
-    snprintf(req->principal.tenant_id, sizeof req->principal.tenant_id, "%s", claims.tid);
-    snprintf(req->principal.subject, sizeof req->principal.subject, "%s", claims.sub);
-    snprintf(req->principal.role, sizeof req->principal.role, "%s", claims.role);
+    str_copy(req->principal.tenant_id, sizeof req->principal.tenant_id, claims.tid);
+    str_copy(req->principal.subject, sizeof req->principal.subject, claims.sub);
+    str_copy(req->principal.role, sizeof req->principal.role, claims.role);
     guard_finish(req);
 }
 
@@ -438,9 +462,9 @@ static void guard_stream_token(struct aos_http_request *req, const char *token, 
     }
     memset(&req->principal, 0, sizeof req->principal);
     req->principal.size = sizeof req->principal;
-    snprintf(req->principal.tenant_id, sizeof req->principal.tenant_id, "%s", claims.tid);
-    snprintf(req->principal.subject, sizeof req->principal.subject, "%s", claims.sub);
-    snprintf(req->principal.role, sizeof req->principal.role, "%s", claims.role);
+    str_copy(req->principal.tenant_id, sizeof req->principal.tenant_id, claims.tid);
+    str_copy(req->principal.subject, sizeof req->principal.subject, claims.sub);
+    str_copy(req->principal.role, sizeof req->principal.role, claims.role);
     guard_finish(req);
 }
 

@@ -66,7 +66,9 @@ struct aos_http_request {
 
     /* private to the server */
     struct aos_http_conn *conn;
-    struct evbuffer *out_headers;
+    char *out_headers;         /* "Name: value\r\n"... added by aos_http_add_header */
+    size_t out_headers_len;
+    size_t out_headers_cap;
     bool responded;
 };
 

@@ -12,7 +12,6 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <event2/buffer.h>
-#include <event2/bufferevent.h>
 #include <event2/event.h>
 #include <event2/listener.h>
 #include <fcntl.h>
@@ -29,11 +28,22 @@
 #include <strings.h>
 #include <sys/random.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
 #define LISTEN_BACKLOG 1024
 #define REQUEST_ID_MAX 128
+/* One recv() per readiness event into the loop's buffer; a request that
+ * fits is parsed straight from it, with nothing copied into the
+ * connection. */
+#define READ_CHUNK 16384
+/* Bytes a connection may buffer while its request is being handled
+ * (pipelined requests): beyond this we stop reading until it is done. */
+#define INPUT_CAP (64 * 1024)
+/* Responses with more pieces than this are rare (a blocked socket): the
+ * rest waits in the connection's output buffer. */
+#define FLUSH_IOV 16
 
 enum conn_state {
     CS_IDLE,     /* waiting for the first byte of a request */
@@ -47,6 +57,13 @@ enum conn_state {
 
 /* How long a refused client may keep sending before we close for good. */
 #define LINGER_SECONDS 2.0
+
+/* Deadlines: every connection waiting for something is on the list of
+ * that kind of wait, and since every entry of a list got the same timeout
+ * at the time it was set, appending keeps a list in deadline order.  One
+ * timer per loop, armed for the earliest head, replaces a timer per
+ * connection re-armed several times per request. */
+enum deadline_kind { DL_NONE = -1, DL_HEADER, DL_BODY, DL_WRITE, DL_IDLE, DL_LINGER, DL_KINDS };
 
 struct hloop;
 
@@ -84,8 +101,25 @@ struct aos_http_conn {
     struct aos_http_conn *prev;
     struct aos_http_conn *next;
     struct hloop *hl;
-    struct bufferevent *bev;
-    struct event *timer;
+    evutil_socket_t fd;          /* -1 once handed over (takeover) */
+    /* EV_READ|EV_PERSIST, added at accept and kept: removed only after EOF,
+     * with INPUT_CAP bytes buffered, or for a takeover. */
+    struct event *rev;
+    /* EV_WRITE|EV_PERSIST, added only while the socket refuses bytes. */
+    struct event *wev;
+    struct evbuffer *in;         /* received, not parsed yet; NULL until needed */
+    struct evbuffer *out;        /* not taken by the socket yet; NULL until needed */
+    bool reading;                /* rev added */
+    bool writing;                /* wev added */
+    bool read_eof;               /* the client has half-closed (or is gone) */
+    bool parsing;                /* conn_process is on the stack */
+    bool doomed;                 /* closed while busy: freed when the outermost call returns */
+    int busy;                    /* calls on the stack that use this connection */
+    /* deadline list membership */
+    struct aos_http_conn *dl_prev;
+    struct aos_http_conn *dl_next;
+    int dl_kind;
+    int64_t deadline_ms;         /* monotonic */
     http_parser parser;
     enum conn_state state;
     struct req_impl *req;        /* request being parsed or handled */
@@ -96,7 +130,6 @@ struct aos_http_conn {
     char fail_msg[160];
     bool close_after_write;
     bool linger;
-    bool read_paused;
     char peer_ip[INET6_ADDRSTRLEN];
     /* CS_TAKEOVER: who gets the socket (aos_http_takeover) */
     aos_http_takeover_fn takeover_fn;
@@ -107,10 +140,21 @@ struct listen_socket {
     evutil_socket_t fd;
 };
 
+struct dl_list {
+    struct aos_http_conn *head;
+    struct aos_http_conn *tail;
+};
+
 struct hloop {
     struct aos_http_server *server;
     struct aos_loop *loop;
     int index;
+    struct dl_list deadlines[DL_KINDS];
+    struct event *tick;            /* fires at the earliest deadline (or a bit before) */
+    bool tick_armed;
+    int64_t tick_at;
+    char rbuf[READ_CHUNK];
+    struct bytes head;             /* response head being built (reused) */
     struct listen_socket *sockets; /* one per listen address, owned until listeners take them */
     struct evconnlistener **listeners;
     size_t nlisteners;
@@ -118,7 +162,8 @@ struct hloop {
     struct aos_http_limits limits; /* this loop's copy; replaced by posts */
     uint64_t request_seq;
     time_t date_sec;
-    char date[40];
+    char date_line[48];            /* "Date: ...\r\n", re-rendered once a second */
+    size_t date_line_len;
 };
 
 struct aos_http_server {
@@ -151,6 +196,13 @@ static uint64_t now_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 static int64_t wall_ms(void)
 {
     struct timespec ts;
@@ -164,12 +216,33 @@ static void observe(struct aos_http_server *server, const struct aos_http_log_en
         server->observer(server->observer_arg, e);
 }
 
-static struct timeval seconds_tv(double s)
+/* Decimal digits of v into out (at least 20 bytes), no terminator;
+ * returns how many. */
+static size_t fmt_u64(char *out, uint64_t v)
 {
-    struct timeval tv;
-    tv.tv_sec = (time_t)s;
-    tv.tv_usec = (suseconds_t)((s - (double)tv.tv_sec) * 1e6);
-    return tv;
+    char tmp[20];
+    size_t n = 0;
+    do {
+        tmp[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v != 0);
+    for (size_t i = 0; i < n; i++)
+        out[i] = tmp[n - 1 - i];
+    return n;
+}
+
+static size_t fmt_hex(char *out, uint64_t v)
+{
+    static const char digits[] = "0123456789abcdef";
+    char tmp[16];
+    size_t n = 0;
+    do {
+        tmp[n++] = digits[v & 15];
+        v >>= 4;
+    } while (v != 0);
+    for (size_t i = 0; i < n; i++)
+        out[i] = tmp[n - 1 - i];
+    return n;
 }
 
 static int bytes_append(struct bytes *b, const char *data, size_t len)
@@ -234,16 +307,19 @@ const char *aos_http_reason(int status)
     }
 }
 
-static const char *loop_date(struct hloop *hl)
+/* "Date: <IMF-fixdate>\r\n", rendered once per second per loop. */
+static const char *loop_date_line(struct hloop *hl, size_t *len)
 {
     time_t now = time(NULL);
-    if (now != hl->date_sec) {
+    if (now != hl->date_sec || hl->date_line_len == 0) {
         struct tm tm;
         gmtime_r(&now, &tm);
-        strftime(hl->date, sizeof hl->date, "%a, %d %b %Y %H:%M:%S GMT", &tm);
+        size_t n = strftime(hl->date_line, sizeof hl->date_line, "Date: %a, %d %b %Y %H:%M:%S GMT\r\n", &tm);
+        hl->date_line_len = n;
         hl->date_sec = now;
     }
-    return hl->date;
+    *len = hl->date_line_len;
+    return hl->date_line;
 }
 
 /* X-Request-ID values are echoed into headers and logs: accept only a
@@ -261,10 +337,17 @@ static bool request_id_valid(const char *s, size_t len)
     return true;
 }
 
-static void make_request_id(struct hloop *hl, char *out, size_t len)
+/* "<boot id>-<loop, hex>-<sequence, hex>": at most 16 + 1 + 8 + 1 + 16
+ * characters, so it always fits REQUEST_ID_MAX. */
+static void make_request_id(struct hloop *hl, char out[REQUEST_ID_MAX + 1])
 {
-    snprintf(out, len, "%s-%x-%llx", hl->server->boot_id, (unsigned)hl->index,
-             (unsigned long long)++hl->request_seq);
+    size_t n = strlen(hl->server->boot_id);
+    memcpy(out, hl->server->boot_id, n);
+    out[n++] = '-';
+    n += fmt_hex(out + n, (unsigned)hl->index);
+    out[n++] = '-';
+    n += fmt_hex(out + n, ++hl->request_seq);
+    out[n] = '\0';
 }
 
 /* ----------------------------------------------------------- lifecycle */
@@ -274,8 +357,7 @@ static void req_free(struct req_impl *r)
     if (r == NULL)
         return;
     aos_route_match_release(&r->pub.match);
-    if (r->pub.out_headers != NULL)
-        evbuffer_free(r->pub.out_headers);
+    free(r->pub.out_headers);
     free(r->raw.data);
     free(r->slots);
     free(r->headers);
@@ -283,10 +365,64 @@ static void req_free(struct req_impl *r)
     free(r);
 }
 
-static void conn_arm_timer(struct aos_http_conn *c, double seconds)
+static void dl_unlink(struct aos_http_conn *c)
 {
-    struct timeval tv = seconds_tv(seconds);
-    evtimer_add(c->timer, &tv);
+    if (c->dl_kind == DL_NONE)
+        return;
+    struct dl_list *l = &c->hl->deadlines[c->dl_kind];
+    if (c->dl_prev != NULL)
+        c->dl_prev->dl_next = c->dl_next;
+    else
+        l->head = c->dl_next;
+    if (c->dl_next != NULL)
+        c->dl_next->dl_prev = c->dl_prev;
+    else
+        l->tail = c->dl_prev;
+    c->dl_prev = c->dl_next = NULL;
+    c->dl_kind = DL_NONE;
+}
+
+static void loop_arm_tick(struct hloop *hl, int64_t at, int64_t now)
+{
+    int64_t ms = at > now ? at - now : 0;
+    struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
+    evtimer_add(hl->tick, &tv);
+    hl->tick_armed = true;
+    hl->tick_at = at;
+}
+
+/* Sets the connection's one deadline: `seconds` from now, of `kind`
+ * (DL_NONE: no deadline).  Replaces the previous one. */
+static void conn_deadline(struct aos_http_conn *c, int kind, double seconds)
+{
+    struct hloop *hl = c->hl;
+    dl_unlink(c);
+    if (kind == DL_NONE)
+        return;
+    int64_t now = mono_ms();
+    int64_t at = now + (seconds > 0 ? (int64_t)(seconds * 1000.0 + 0.5) : 0);
+    struct dl_list *l = &hl->deadlines[kind];
+    /* Appending keeps the order, except just after a reload shortened this
+     * kind's timeout: then walk back past the longer ones. */
+    struct aos_http_conn *after = l->tail;
+    while (after != NULL && after->deadline_ms > at)
+        after = after->dl_prev;
+    c->dl_prev = after;
+    c->dl_next = after != NULL ? after->dl_next : l->head;
+    if (c->dl_next != NULL)
+        c->dl_next->dl_prev = c;
+    else
+        l->tail = c;
+    if (after != NULL)
+        after->dl_next = c;
+    else
+        l->head = c;
+    c->dl_kind = kind;
+    c->deadline_ms = at;
+    /* The timer may stay armed for a later time than an earlier head it
+     * no longer serves: it then fires early, finds nothing, re-arms. */
+    if (!hl->tick_armed || at < hl->tick_at)
+        loop_arm_tick(hl, at, now);
 }
 
 static void conn_free(struct aos_http_conn *c)
@@ -298,6 +434,7 @@ static void conn_free(struct aos_http_conn *c)
         hl->conns = c->next;
     if (c->next != NULL)
         c->next->prev = c->prev;
+    dl_unlink(c);
     if (c->req != NULL) {
         if (c->state == CS_HANDLING) {
             /* The handler still holds the request (deferred work): it frees
@@ -307,8 +444,16 @@ static void conn_free(struct aos_http_conn *c)
             req_free(c->req);
         }
     }
-    event_free(c->timer);
-    bufferevent_free(c->bev); /* closes the socket (unless a takeover detached it) */
+    if (c->rev != NULL)
+        event_free(c->rev);
+    if (c->wev != NULL)
+        event_free(c->wev);
+    if (c->fd >= 0)
+        evutil_closesocket(c->fd);
+    if (c->in != NULL)
+        evbuffer_free(c->in);
+    if (c->out != NULL)
+        evbuffer_free(c->out);
     aos_http_takeover_fn takeover_fn = c->takeover_fn;
     void *takeover_arg = c->takeover_arg;
     free(c);
@@ -318,7 +463,157 @@ static void conn_free(struct aos_http_conn *c)
         takeover_fn(-1, takeover_arg);
 }
 
-static void conn_parse(struct aos_http_conn *c);
+/* A connection is used by calls that may close it half-way (a write that
+ * fails, a handler that answers at once): they bracket their work with
+ * enter/leave, and a close in between only marks it; the outermost leave
+ * frees it.  conn_leave returns false when it did. */
+static void conn_enter(struct aos_http_conn *c) { c->busy++; }
+
+static bool conn_leave(struct aos_http_conn *c)
+{
+    if (--c->busy == 0 && c->doomed) {
+        conn_free(c);
+        return false;
+    }
+    return true;
+}
+
+static void conn_close(struct aos_http_conn *c)
+{
+    if (c->busy > 0)
+        c->doomed = true;
+    else
+        conn_free(c);
+}
+
+static void conn_read_on(struct aos_http_conn *c)
+{
+    if (!c->reading && !c->read_eof && c->fd >= 0 && event_add(c->rev, NULL) == 0)
+        c->reading = true;
+}
+
+static void conn_read_off(struct aos_http_conn *c)
+{
+    if (c->reading) {
+        event_del(c->rev);
+        c->reading = false;
+    }
+}
+
+static void conn_process(struct aos_http_conn *c, const char *data, size_t len);
+
+/* ---------------------------------------------------------------- output */
+
+/* A non-blocking socket that has nothing for us (or no room) right now. */
+static bool io_retry(int err) { return err == EAGAIN || err == EWOULDBLOCK || err == EINTR; }
+
+static ssize_t send_iov(evutil_socket_t fd, struct iovec *iov, int niov)
+{
+    struct msghdr m = {.msg_iov = iov, .msg_iovlen = (size_t)niov};
+    ssize_t n;
+    do {
+        /* MSG_NOSIGNAL: a client gone is an error here, not a SIGPIPE. */
+        n = sendmsg(fd, &m, MSG_NOSIGNAL);
+    } while (n < 0 && errno == EINTR);
+    return n;
+}
+
+/* Waiting for the socket: EV_WRITE on, and the write deadline restarts
+ * (it limits a write that makes no progress, as bufferevents did). */
+static void conn_want_write(struct aos_http_conn *c)
+{
+    if (!c->writing && event_add(c->wev, NULL) == 0)
+        c->writing = true;
+    conn_deadline(c, DL_WRITE, c->hl->limits.write_timeout);
+}
+
+/* Writes what c->out holds.  0: all out; 1: the rest waits for EV_WRITE;
+ * -1: the connection failed (closed, or doomed while busy). */
+static int conn_flush(struct aos_http_conn *c)
+{
+    while (evbuffer_get_length(c->out) > 0) {
+        struct evbuffer_iovec v[FLUSH_IOV];
+        struct iovec iov[FLUSH_IOV];
+        int nv = evbuffer_peek(c->out, -1, NULL, v, FLUSH_IOV);
+        if (nv > FLUSH_IOV)
+            nv = FLUSH_IOV;
+        size_t total = 0;
+        for (int i = 0; i < nv; i++) {
+            iov[i].iov_base = v[i].iov_base;
+            iov[i].iov_len = v[i].iov_len;
+            total += v[i].iov_len;
+        }
+        ssize_t n = send_iov(c->fd, iov, nv);
+        if (n < 0) {
+            if (io_retry(errno))
+                break;
+            conn_close(c);
+            return -1;
+        }
+        evbuffer_drain(c->out, (size_t)n);
+        if ((size_t)n < total)
+            break; /* the socket is full */
+    }
+    if (evbuffer_get_length(c->out) > 0) {
+        conn_want_write(c);
+        return 1;
+    }
+    if (c->writing) {
+        event_del(c->wev);
+        c->writing = false;
+    }
+    return 0;
+}
+
+/* Sends iov[0..niov) now, as far as the socket takes it (one sendmsg in
+ * the usual case); what it does not take is copied to c->out and waits
+ * for EV_WRITE.  Same results as conn_flush. */
+static int conn_send(struct aos_http_conn *c, struct iovec *iov, int niov)
+{
+    if (c->fd < 0 || c->doomed)
+        return -1;
+    if (c->out != NULL && evbuffer_get_length(c->out) > 0) {
+        /* Behind bytes still waiting (100 Continue): keep the order. */
+        for (int i = 0; i < niov; i++)
+            if (iov[i].iov_len > 0 && evbuffer_add(c->out, iov[i].iov_base, iov[i].iov_len) != 0) {
+                conn_close(c);
+                return -1;
+            }
+        return conn_flush(c);
+    }
+    size_t total = 0;
+    for (int i = 0; i < niov; i++)
+        total += iov[i].iov_len;
+    ssize_t n = send_iov(c->fd, iov, niov);
+    if (n < 0) {
+        if (!io_retry(errno)) {
+            conn_close(c);
+            return -1;
+        }
+        n = 0;
+    }
+    if ((size_t)n == total)
+        return 0;
+    if (c->out == NULL && (c->out = evbuffer_new()) == NULL) {
+        conn_close(c);
+        return -1;
+    }
+    size_t skip = (size_t)n;
+    for (int i = 0; i < niov; i++) {
+        size_t len = iov[i].iov_len;
+        if (skip >= len) {
+            skip -= len;
+            continue;
+        }
+        if (evbuffer_add(c->out, (const char *)iov[i].iov_base + skip, len - skip) != 0) {
+            conn_close(c);
+            return -1;
+        }
+        skip = 0;
+    }
+    conn_want_write(c);
+    return 1;
+}
 
 /* ------------------------------------------------------------ responses */
 
@@ -328,92 +623,145 @@ static void conn_parse(struct aos_http_conn *c);
  * (nginx calls this lingering close). */
 static void conn_start_linger(struct aos_http_conn *c)
 {
-    shutdown(bufferevent_getfd(c->bev), SHUT_WR);
+    if (c->read_eof) {
+        conn_close(c); /* nothing more will arrive */
+        return;
+    }
+    shutdown(c->fd, SHUT_WR);
     c->state = CS_LINGER;
-    struct evbuffer *in = bufferevent_get_input(c->bev);
-    evbuffer_drain(in, evbuffer_get_length(in));
-    bufferevent_enable(c->bev, EV_READ);
-    conn_arm_timer(c, LINGER_SECONDS);
+    if (c->in != NULL)
+        evbuffer_drain(c->in, evbuffer_get_length(c->in));
+    conn_read_on(c);
+    conn_deadline(c, DL_LINGER, LINGER_SECONDS);
 }
 
+/* The response is out: next request (or close). */
 static void conn_write_done(struct aos_http_conn *c)
 {
     if (c->close_after_write || atomic_load(&c->hl->server->draining)) {
         if (c->linger)
             conn_start_linger(c);
         else
-            conn_free(c);
+            conn_close(c);
         return;
     }
     c->state = CS_IDLE;
     c->header_bytes = 0;
-    conn_arm_timer(c, c->hl->limits.idle_timeout);
-    if (c->read_paused) {
-        bufferevent_enable(c->bev, EV_READ);
-        c->read_paused = false;
-    }
-    /* Pipelined requests may already sit in the input buffer: no read
-     * event will announce them again. */
-    if (evbuffer_get_length(bufferevent_get_input(c->bev)) > 0)
-        conn_parse(c);
+    conn_deadline(c, DL_IDLE, c->hl->limits.idle_timeout);
+    conn_read_on(c); /* if INPUT_CAP had stopped it */
+    /* Pipelined requests may already sit in the input buffer, and a client
+     * that half-closed is done once they are: conn_process sees to both.
+     * Inside conn_process (a handler that answered at once) its loop does. */
+    if (!c->parsing && (c->read_eof || (c->in != NULL && evbuffer_get_length(c->in) > 0)))
+        conn_process(c, NULL, 0);
 }
 
-/* The stream's headers are out: hand the socket over and forget it. */
-static void conn_takeover_done(struct aos_http_conn *c)
-{
-    evutil_socket_t fd = bufferevent_getfd(c->bev);
-    aos_http_takeover_fn fn = c->takeover_fn;
-    void *arg = c->takeover_arg;
-    c->takeover_fn = NULL;
-    /* Detached first, so that freeing the bufferevent leaves it open. */
-    if (fd < 0 || bufferevent_setfd(c->bev, -1) != 0) {
-        conn_free(c);
-        fn(-1, arg);
-        return;
-    }
-    conn_free(c);
-    fn((int)fd, arg);
-}
-
-static void conn_on_write(struct bufferevent *bev, void *arg)
+static void conn_on_writable(evutil_socket_t fd, short what, void *arg)
 {
     struct aos_http_conn *c = arg;
-    (void)bev;
-    if (c->state == CS_WRITING)
-        conn_write_done(c);
-    else if (c->state == CS_TAKEOVER)
-        conn_takeover_done(c);
+    (void)fd;
+    (void)what;
+    conn_enter(c);
+    int r = c->out != NULL && evbuffer_get_length(c->out) > 0 ? conn_flush(c) : 0;
+    if (r == 0 && !c->doomed) {
+        if (c->writing) {
+            event_del(c->wev);
+            c->writing = false;
+        }
+        if (c->state == CS_WRITING) {
+            conn_write_done(c);
+        } else if (c->state == CS_TAKEOVER) {
+            /* The stream's headers are out: hand the socket over and
+             * forget it (detached first, so that freeing leaves it open). */
+            evutil_socket_t sock = c->fd;
+            aos_http_takeover_fn fn = c->takeover_fn;
+            void *targ = c->takeover_arg;
+            conn_read_off(c);
+            c->takeover_fn = NULL;
+            c->fd = -1;
+            c->doomed = true;
+            conn_leave(c);
+            fn((int)sock, targ);
+            return;
+        }
+    }
+    conn_leave(c);
 }
 
-/* Queues status line, headers and body on the connection. */
-static void conn_queue_response(struct aos_http_conn *c, int status, const char *content_type,
-                                struct evbuffer *extra_headers, const char *request_id, const void *body,
-                                size_t len, bool send_body)
+/* "HTTP/1.1 <status> <reason>\r\n" into out (at least 64 bytes). */
+static size_t status_line(char *out, int status)
+{
+    const char *reason = aos_http_reason(status);
+    size_t rlen = strlen(reason);
+    memcpy(out, "HTTP/1.1 ", 9);
+    size_t n = 9 + fmt_u64(out + 9, (uint64_t)(status > 0 ? status : 0));
+    out[n++] = ' ';
+    memcpy(out + n, reason, rlen);
+    n += rlen;
+    out[n++] = '\r';
+    out[n++] = '\n';
+    return n;
+}
+
+static int head_add(struct bytes *b, const char *s, size_t len) { return bytes_append(b, s, len); }
+
+#define HEAD_ADD_LIT(b, lit) head_add((b), (lit), sizeof(lit) - 1)
+
+/* Renders the response head into hl->head (a buffer the loop reuses: no
+ * printf, no allocation once it has grown).  content_length < 0: none
+ * (takeover).  Returns 0 or -1 (out of memory). */
+static int render_head(struct hloop *hl, int status, const char *content_type, const char *extra,
+                       size_t extra_len, const char *request_id, int64_t content_length, const char *connection)
+{
+    struct bytes *b = &hl->head;
+    char num[64];
+    size_t dlen;
+    const char *date = loop_date_line(hl, &dlen);
+    int rc = 0;
+    b->len = 0;
+    rc |= head_add(b, num, status_line(num, status));
+    rc |= head_add(b, date, dlen);
+    if (content_length >= 0) {
+        rc |= HEAD_ADD_LIT(b, "Content-Length: ");
+        rc |= head_add(b, num, fmt_u64(num, (uint64_t)content_length));
+        rc |= HEAD_ADD_LIT(b, "\r\n");
+    }
+    rc |= HEAD_ADD_LIT(b, "X-Request-ID: ");
+    rc |= head_add(b, request_id, strlen(request_id));
+    rc |= HEAD_ADD_LIT(b, "\r\nX-Content-Type-Options: nosniff\r\n");
+    if (content_type != NULL) {
+        rc |= HEAD_ADD_LIT(b, "Content-Type: ");
+        rc |= head_add(b, content_type, strlen(content_type));
+        rc |= HEAD_ADD_LIT(b, "\r\n");
+    }
+    if (connection != NULL)
+        rc |= head_add(b, connection, strlen(connection));
+    if (extra_len > 0)
+        rc |= head_add(b, extra, extra_len);
+    rc |= HEAD_ADD_LIT(b, "\r\n");
+    return rc != 0 ? -1 : 0;
+}
+
+/* Sends status line, headers and body on the connection (as much as the
+ * socket takes now).  The caller holds the connection (conn_enter). */
+static void conn_send_response(struct aos_http_conn *c, bool http10, int status, const char *content_type,
+                               const char *extra, size_t extra_len, const char *request_id, const void *body,
+                               size_t len, bool send_body)
 {
     struct hloop *hl = c->hl;
-    struct evbuffer *out = bufferevent_get_output(c->bev);
     bool close = c->close_after_write || atomic_load(&hl->server->draining);
-    bool http10 = c->req != NULL && c->req->http10;
-    evbuffer_add_printf(out,
-                        "HTTP/1.1 %d %s\r\nDate: %s\r\nContent-Length: %zu\r\nX-Request-ID: %s\r\n"
-                        "X-Content-Type-Options: nosniff\r\n",
-                        status, aos_http_reason(status), loop_date(hl), len, request_id);
-    if (content_type != NULL)
-        evbuffer_add_printf(out, "Content-Type: %s\r\n", content_type);
-    if (close)
-        evbuffer_add(out, "Connection: close\r\n", 19);
-    else if (http10)
-        evbuffer_add(out, "Connection: keep-alive\r\n", 24);
-    if (extra_headers != NULL)
-        evbuffer_add_buffer(out, extra_headers);
-    evbuffer_add(out, "\r\n", 2);
-    if (send_body && len > 0)
-        evbuffer_add(out, body, len);
+    const char *connection = close ? "Connection: close\r\n" : http10 ? "Connection: keep-alive\r\n" : NULL;
     c->close_after_write = close;
     c->state = CS_WRITING;
-    evtimer_del(c->timer);
-    struct timeval wtv = seconds_tv(hl->limits.write_timeout);
-    bufferevent_set_timeouts(c->bev, NULL, &wtv);
+    conn_deadline(c, DL_NONE, 0);
+    if (render_head(hl, status, content_type, extra, extra_len, request_id, (int64_t)len, connection) != 0) {
+        conn_close(c);
+        return;
+    }
+    struct iovec iov[2] = {{hl->head.data, hl->head.len}, {(void *)(uintptr_t)body, send_body ? len : 0}};
+    int r = conn_send(c, iov, send_body && len > 0 ? 2 : 1);
+    if (r == 0)
+        conn_write_done(c);
 }
 
 static struct json_object *error_object(const char *code, const char *message, const char *request_id)
@@ -426,6 +774,8 @@ static struct json_object *error_object(const char *code, const char *message, c
  * the rest of the stream cannot be trusted. */
 static void conn_fail(struct aos_http_conn *c, int status, const char *code, const char *message)
 {
+    if (c->doomed)
+        return;
     char rid[REQUEST_ID_MAX + 1];
     const char *request_id = rid;
     bool generated = true;
@@ -433,15 +783,14 @@ static void conn_fail(struct aos_http_conn *c, int status, const char *code, con
         request_id = c->req->request_id;
         generated = c->req->request_id_generated;
     } else {
-        make_request_id(c->hl, rid, sizeof rid);
+        make_request_id(c->hl, rid);
     }
+    conn_enter(c);
     struct json_object *obj = error_object(code, message, request_id);
     size_t len = 0;
     const char *text = obj != NULL ? aos_json_text(obj, &len) : "";
     c->close_after_write = true;
     c->linger = true;
-    bufferevent_disable(c->bev, EV_READ);
-    conn_queue_response(c, status, "application/json", NULL, request_id, text, len, true);
     aos_metrics_observe(c->hl->server->metrics, -1, NULL, status, 0);
     struct aos_http_log_entry entry = {
         .time_ms = wall_ms(),
@@ -455,31 +804,58 @@ static void conn_fail(struct aos_http_conn *c, int status, const char *code, con
     observe(c->hl->server, &entry);
     aos_log(AOS_LVL_INFO, "request refused", "status", code, "client", c->peer_ip, "request_id", request_id,
             "reason", message, NULL);
-    if (obj != NULL)
-        json_object_put(obj);
+    /* The request goes before the response is sent: its id is copied into
+     * the head, and a sent response may start the next state at once. */
+    char rid_copy[REQUEST_ID_MAX + 1];
+    snprintf(rid_copy, sizeof rid_copy, "%s", request_id);
     if (c->req != NULL) {
         req_free(c->req);
         c->req = NULL;
     }
+    conn_send_response(c, false, status, "application/json", NULL, 0, rid_copy, text, len, true);
+    if (obj != NULL)
+        json_object_put(obj);
+    conn_leave(c);
 }
 
-static bool header_text_ok(const char *s)
+static bool header_text_ok(const char *s, size_t *len)
 {
-    for (; *s; s++)
-        if (*s == '\r' || *s == '\n')
+    const char *p = s;
+    for (; *p; p++)
+        if (*p == '\r' || *p == '\n')
             return false;
+    *len = (size_t)(p - s);
     return true;
 }
 
 void aos_http_add_header(struct aos_http_request *req, const char *name, const char *value)
 {
-    if (!header_text_ok(name) || !header_text_ok(value)) {
+    size_t nlen, vlen;
+    if (!header_text_ok(name, &nlen) || !header_text_ok(value, &vlen)) {
         aos_warn("response header dropped: contains CR or LF", "header", name, NULL);
         return;
     }
-    if (req->out_headers == NULL && (req->out_headers = evbuffer_new()) == NULL)
-        return;
-    evbuffer_add_printf(req->out_headers, "%s: %s\r\n", name, value);
+    size_t need = req->out_headers_len + nlen + vlen + 4;
+    if (need > req->out_headers_cap) {
+        size_t cap = req->out_headers_cap ? req->out_headers_cap : 256;
+        while (cap < need)
+            cap *= 2;
+        char *p = realloc(req->out_headers, cap);
+        if (p == NULL)
+            return;
+        req->out_headers = p;
+        req->out_headers_cap = cap;
+    }
+    char *o = req->out_headers + req->out_headers_len;
+    memcpy(o, name, nlen);
+    o += nlen;
+    *o++ = ':';
+    *o++ = ' ';
+    memcpy(o, value, vlen);
+    o += vlen;
+    *o++ = '\r';
+    *o++ = '\n';
+    req->out_headers_len = need;
 }
 
 void aos_http_respond(struct aos_http_request *req, int status, const char *content_type, const void *body,
@@ -500,9 +876,9 @@ void aos_http_respond(struct aos_http_request *req, int status, const char *cont
         req_free(r);
         return;
     }
+    conn_enter(c);
     if (!r->keep_alive)
         c->close_after_write = true;
-    conn_queue_response(c, status, content_type, req->out_headers, r->request_id, body, len, !req->head);
     uint64_t elapsed = now_ns() - req->start_ns;
     aos_metrics_observe(c->hl->server->metrics, req->match.route != NULL ? req->match.index : -1, req->method,
                         status, elapsed);
@@ -521,8 +897,14 @@ void aos_http_respond(struct aos_http_request *req, int status, const char *cont
         .principal = req->authenticated ? req->principal.subject : NULL,
     };
     observe(c->hl->server, &entry);
+    /* The request leaves the connection before the response goes out (a
+     * response sent at once lets the connection parse its next request),
+     * and is freed after (the head is rendered from its id and headers). */
     c->req = NULL;
+    conn_send_response(c, r->http10, status, content_type, req->out_headers, req->out_headers_len, r->request_id,
+                       body, len, !req->head);
     req_free(r);
+    conn_leave(c);
 }
 
 void aos_http_respond_json(struct aos_http_request *req, int status, struct json_object *obj)
@@ -547,28 +929,30 @@ void aos_http_respond_error(struct aos_http_request *req, int status, const char
     aos_http_respond_json(req, status, error_object(code, message, r->request_id));
 }
 
+struct takeover_fail {
+    aos_http_takeover_fn fn;
+    void *arg;
+};
+
+static void takeover_fail_run(void *arg)
+{
+    struct takeover_fail *f = arg;
+    f->fn(-1, f->arg);
+    free(f);
+}
+
 int aos_http_takeover(struct aos_http_request *req, int status, const char *content_type, const void *body,
                       size_t len, aos_http_takeover_fn fn, void *arg)
 {
     struct req_impl *r = (struct req_impl *)req;
     struct aos_http_conn *c = req->conn;
     aos_assert(!req->responded && fn != NULL);
-    if (c == NULL || req->head || strcmp(req->method, "GET") != 0 ||
-        evbuffer_get_length(bufferevent_get_input(c->bev)) > 0)
+    if (c == NULL || req->head || strcmp(req->method, "GET") != 0 || c->doomed ||
+        (c->in != NULL && evbuffer_get_length(c->in) > 0))
         return -1;
     struct hloop *hl = c->hl;
-    struct evbuffer *out = bufferevent_get_output(c->bev);
     req->responded = true;
-    evbuffer_add_printf(out,
-                        "HTTP/1.1 %d %s\r\nDate: %s\r\nX-Request-ID: %s\r\nX-Content-Type-Options: nosniff\r\n"
-                        "Content-Type: %s\r\nConnection: close\r\n",
-                        status, aos_http_reason(status), loop_date(hl), r->request_id,
-                        content_type != NULL ? content_type : "application/octet-stream");
-    if (req->out_headers != NULL)
-        evbuffer_add_buffer(out, req->out_headers);
-    evbuffer_add(out, "\r\n", 2);
-    if (len > 0)
-        evbuffer_add(out, body, len);
+    conn_enter(c);
     uint64_t elapsed = now_ns() - req->start_ns;
     aos_metrics_observe(hl->server->metrics, req->match.route != NULL ? req->match.index : -1, req->method, status,
                         elapsed);
@@ -588,16 +972,40 @@ int aos_http_takeover(struct aos_http_request *req, int status, const char *cont
     };
     observe(hl->server, &entry);
     c->req = NULL;
-    req_free(r);
     c->state = CS_TAKEOVER;
     c->takeover_fn = fn;
     c->takeover_arg = arg;
     c->close_after_write = true;
-    evtimer_del(c->timer);
-    /* Reading stays paused (one request at a time): bytes sent after the
-     * request are the new owner's to discard. */
-    struct timeval wtv = seconds_tv(hl->limits.write_timeout);
-    bufferevent_set_timeouts(c->bev, NULL, &wtv);
+    /* Reading stops (one request at a time): bytes sent after the request
+     * are the new owner's to discard. */
+    conn_read_off(c);
+    conn_deadline(c, DL_NONE, 0);
+    int rc = render_head(hl, status, content_type != NULL ? content_type : "application/octet-stream",
+                         req->out_headers, req->out_headers_len, r->request_id, -1, "Connection: close\r\n");
+    req_free(r);
+    if (rc != 0) {
+        conn_close(c);
+    } else {
+        struct iovec iov[2] = {{hl->head.data, hl->head.len}, {(void *)(uintptr_t)body, len}};
+        /* Written at once (the usual case): the hand-over still runs from
+         * the loop, after the caller has returned. */
+        if (conn_send(c, iov, len > 0 ? 2 : 1) == 0)
+            event_active(c->wev, EV_WRITE, 1);
+    }
+    if (c->doomed) {
+        /* The client is already gone: fn(-1) too runs from the loop, never
+         * before this returns. */
+        struct takeover_fail *f = malloc(sizeof *f);
+        if (f != NULL) {
+            f->fn = c->takeover_fn;
+            f->arg = c->takeover_arg;
+            if (aos_loop_post(hl->loop, takeover_fail_run, f) == 0)
+                c->takeover_fn = NULL;
+            else
+                free(f);
+        }
+    }
+    conn_leave(c);
     return 0;
 }
 
@@ -690,7 +1098,7 @@ static int on_message_begin(http_parser *p)
         c->state = CS_HEADERS;
         /* An absolute deadline for the headers: a slow drip of bytes
          * (slowloris) must not keep resetting it. */
-        conn_arm_timer(c, c->hl->limits.header_timeout);
+        conn_deadline(c, DL_HEADER, c->hl->limits.header_timeout);
     }
     if (conn_req(c) == NULL)
         return refuse(c, 500, "internal", "out of memory");
@@ -810,7 +1218,12 @@ static int on_headers_complete(http_parser *p)
 
     r->pub.headers = r->headers;
     r->pub.nheaders = r->nheaders;
-    snprintf(r->method, sizeof r->method, "%s", http_method_str((enum http_method)p->method));
+    const char *method = http_method_str((enum http_method)p->method);
+    size_t mlen = strlen(method);
+    if (mlen >= sizeof r->method)
+        mlen = sizeof r->method - 1;
+    memcpy(r->method, method, mlen);
+    r->method[mlen] = '\0';
     r->pub.method = r->method;
     r->pub.head = p->method == HTTP_HEAD;
     r->http10 = p->http_major == 1 && p->http_minor == 0;
@@ -818,9 +1231,9 @@ static int on_headers_complete(http_parser *p)
     const char *rid = aos_http_header(&r->pub, "X-Request-ID");
     r->request_id_generated = rid == NULL || !request_id_valid(rid, strlen(rid));
     if (!r->request_id_generated)
-        snprintf(r->request_id, sizeof r->request_id, "%s", rid);
+        memcpy(r->request_id, rid, strlen(rid) + 1); /* valid means at most REQUEST_ID_MAX */
     else
-        make_request_id(c->hl, r->request_id, sizeof r->request_id);
+        make_request_id(c->hl, r->request_id);
     r->pub.request_id = r->request_id;
 
     if ((p->flags & F_CHUNKED) == 0 && p->content_length != ULLONG_MAX && p->content_length > 0) {
@@ -836,10 +1249,16 @@ static int on_headers_complete(http_parser *p)
     /* curl and others wait up to a second for "100 Continue" before
      * sending a large body; the limits have been checked, so say go. */
     const char *expect = aos_http_header(&r->pub, "Expect");
-    if (expect != NULL && !r->http10 && strcasecmp(expect, "100-continue") == 0)
-        evbuffer_add(bufferevent_get_output(c->bev), "HTTP/1.1 100 Continue\r\n\r\n", 25);
+    if (expect != NULL && !r->http10 && strcasecmp(expect, "100-continue") == 0) {
+        struct iovec iov = {(void *)(uintptr_t) "HTTP/1.1 100 Continue\r\n\r\n", 25};
+        if (conn_send(c, &iov, 1) < 0)
+            return -1; /* the client is gone: stop parsing */
+    }
     c->state = CS_BODY;
-    conn_arm_timer(c, c->hl->limits.body_timeout);
+    /* Without a body the message completes in this same parse: the header
+     * deadline may stand until then. */
+    if ((p->flags & F_CHUNKED) != 0 || (p->content_length != ULLONG_MAX && p->content_length > 0))
+        conn_deadline(c, DL_BODY, c->hl->limits.body_timeout);
     return 0;
 }
 
@@ -860,7 +1279,7 @@ static int on_message_complete(http_parser *p)
      * answer it, then close. */
     c->req->keep_alive = http_should_keep_alive(p) != 0 && !p->upgrade;
     c->state = CS_HANDLING;
-    evtimer_del(c->timer);
+    conn_deadline(c, DL_NONE, 0);
     /* One request at a time per connection: stop here and resume once the
      * response is written (pipelined bytes stay buffered). */
     http_parser_pause(p, 1);
@@ -952,75 +1371,157 @@ static void conn_parse_error(struct aos_http_conn *c)
         conn_fail(c, 400, "bad_request", msg);
 }
 
-static void conn_parse(struct aos_http_conn *c)
+/* Bytes that arrived while the connection cannot parse them (a request is
+ * being handled): kept in order for later, up to INPUT_CAP, then reading
+ * stops until the response is out.  After a refusal they are dropped. */
+static void conn_stash(struct aos_http_conn *c, const char *data, size_t len)
 {
-    struct evbuffer *in = bufferevent_get_input(c->bev);
-    while (c->state != CS_HANDLING && c->state != CS_WRITING) {
-        size_t avail = evbuffer_get_length(in);
-        if (avail == 0)
-            return;
-        size_t n = evbuffer_get_contiguous_space(in);
-        const char *data = (const char *)evbuffer_pullup(in, (ev_ssize_t)n);
+    if (c->linger || c->doomed)
+        return;
+    if ((c->in == NULL && (c->in = evbuffer_new()) == NULL) || evbuffer_add(c->in, data, len) != 0) {
+        conn_close(c);
+        return;
+    }
+    if (evbuffer_get_length(c->in) >= INPUT_CAP)
+        conn_read_off(c);
+}
+
+static bool conn_can_parse(const struct aos_http_conn *c)
+{
+    return c->state == CS_IDLE || c->state == CS_HEADERS || c->state == CS_BODY;
+}
+
+/* Parses what the connection has buffered, then data[0..len) (just read,
+ * in the loop's buffer), dispatching each complete request, for as long
+ * as the connection can take a new one; keeps the rest.  Iterative: a
+ * handler that answers at once makes the loop go on with the next
+ * pipelined request instead of recursing. */
+static void conn_process(struct aos_http_conn *c, const char *data, size_t len)
+{
+    bool was_parsing = c->parsing;
+    c->parsing = true;
+    conn_enter(c);
+    while (!c->doomed) {
+        if (c->state == CS_LINGER) {
+            if (c->in != NULL)
+                evbuffer_drain(c->in, evbuffer_get_length(c->in));
+            break;
+        }
+        if (!conn_can_parse(c)) {
+            if (len > 0)
+                conn_stash(c, data, len);
+            len = 0;
+            break;
+        }
+        const char *p;
+        size_t n;
+        bool buffered = c->in != NULL && evbuffer_get_length(c->in) > 0;
+        if (buffered) {
+            if (len > 0)
+                conn_stash(c, data, len); /* behind what came first */
+            len = 0;
+            if (c->doomed)
+                break;
+            n = evbuffer_get_contiguous_space(c->in);
+            p = (const char *)evbuffer_pullup(c->in, (ev_ssize_t)n);
+        } else if (len > 0) {
+            p = data;
+            n = len;
+        } else {
+            break;
+        }
         if (c->state == CS_BODY)
-            conn_arm_timer(c, c->hl->limits.body_timeout); /* inactivity timer: data arrived */
-        size_t parsed = http_parser_execute(&c->parser, &parser_settings, data, n);
+            conn_deadline(c, DL_BODY, c->hl->limits.body_timeout); /* inactivity timer: data arrived */
+        size_t parsed = http_parser_execute(&c->parser, &parser_settings, p, n);
         enum http_errno e = HTTP_PARSER_ERRNO(&c->parser);
+        if (buffered) {
+            evbuffer_drain(c->in, parsed);
+        } else {
+            data += parsed;
+            len -= parsed;
+        }
+        if (c->doomed)
+            break;
         if (e == HPE_PAUSED) {
-            evbuffer_drain(in, parsed);
             http_parser_pause(&c->parser, 0);
-            /* Backpressure: don't read pipelined requests while handling. */
-            bufferevent_disable(c->bev, EV_READ);
-            c->read_paused = true;
-            conn_dispatch(c);
-            return;
+            /* Pipelined bytes go to the buffer before the handler runs: a
+             * takeover must see them. */
+            if (len > 0)
+                conn_stash(c, data, len);
+            len = 0;
+            if (!c->doomed)
+                conn_dispatch(c);
+            continue;
         }
         if (e != HPE_OK) {
             conn_parse_error(c);
-            return;
+            break;
         }
-        evbuffer_drain(in, parsed);
+        if (parsed < n)
+            break; /* cannot happen without an error; never spin */
     }
+    if (!c->doomed && c->read_eof) {
+        /* The client half-closed: a partial request never completes, and
+         * the last complete one gets its answer, then the close. */
+        if (conn_can_parse(c))
+            conn_close(c);
+        else if (c->state == CS_HANDLING && (c->in == NULL || evbuffer_get_length(c->in) == 0))
+            c->close_after_write = true;
+    }
+    c->parsing = was_parsing;
+    conn_leave(c);
 }
 
-static void conn_on_read(struct bufferevent *bev, void *arg)
+/* EOF (error false) or a broken connection (true). */
+static void conn_on_eof(struct aos_http_conn *c, bool error)
 {
-    struct aos_http_conn *c = arg;
-    if (c->state == CS_LINGER) {
-        struct evbuffer *in = bufferevent_get_input(bev);
-        evbuffer_drain(in, evbuffer_get_length(in));
-        return;
-    }
-    conn_parse(c);
-}
-
-static void conn_on_event(struct bufferevent *bev, short what, void *arg)
-{
-    struct aos_http_conn *c = arg;
-    (void)bev;
-    if (what & BEV_EVENT_TIMEOUT) {
-        aos_debug("write timeout: closing", "client", c->peer_ip, NULL);
-        conn_free(c);
-        return;
-    }
-    if ((what & BEV_EVENT_EOF) && !(what & BEV_EVENT_ERROR) &&
-        (c->state == CS_HANDLING || c->state == CS_WRITING)) {
-        /* A half-close after the request (printf ... | nc does it) still
-         * deserves the response; close once it is written. */
-        c->close_after_write = true;
-        return;
-    }
-    if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)) {
+    conn_read_off(c);
+    c->read_eof = true;
+    if (error) {
         /* Client gone.  A request being handled keeps running; its
          * response is discarded (conn_free detaches it). */
-        conn_free(c);
+        conn_close(c);
+        return;
+    }
+    switch (c->state) {
+    case CS_HANDLING:
+    case CS_WRITING:
+        /* A half-close after the request (printf ... | nc does it) still
+         * deserves the response; close once it is written (after any
+         * pipelined ones). */
+        if (c->in == NULL || evbuffer_get_length(c->in) == 0)
+            c->close_after_write = true;
+        return;
+    case CS_TAKEOVER:
+        return; /* the new owner will see it */
+    default:
+        conn_close(c);
+        return;
     }
 }
 
-static void conn_on_timer(evutil_socket_t fd, short what, void *arg)
+static void conn_on_readable(evutil_socket_t fd, short what, void *arg)
 {
     struct aos_http_conn *c = arg;
-    (void)fd;
+    struct hloop *hl = c->hl;
     (void)what;
+    ssize_t n;
+    do {
+        n = recv(fd, hl->rbuf, sizeof hl->rbuf, 0);
+    } while (n < 0 && errno == EINTR);
+    if (n > 0) {
+        if (c->state == CS_LINGER || c->linger)
+            return; /* a refused client's bytes: discarded */
+        conn_process(c, hl->rbuf, (size_t)n);
+        return;
+    }
+    if (n < 0 && io_retry(errno))
+        return;
+    conn_on_eof(c, n < 0);
+}
+
+static void conn_expire(struct aos_http_conn *c)
+{
     switch (c->state) {
     case CS_IDLE:
     case CS_LINGER:
@@ -1032,9 +1533,38 @@ static void conn_on_timer(evutil_socket_t fd, short what, void *arg)
     case CS_BODY:
         conn_fail(c, 408, "request_timeout", "request body not received in time");
         return;
+    case CS_WRITING:
+    case CS_TAKEOVER:
+        aos_debug("write timeout: closing", "client", c->peer_ip, NULL);
+        conn_free(c);
+        return;
     default:
         return;
     }
+}
+
+/* The loop's one timer: expires every connection whose deadline has come,
+ * then re-arms for the earliest one left. */
+static void loop_on_tick(evutil_socket_t fd, short what, void *arg)
+{
+    struct hloop *hl = arg;
+    (void)fd;
+    (void)what;
+    hl->tick_armed = false;
+    int64_t now = mono_ms();
+    for (int k = 0; k < DL_KINDS; k++) {
+        struct aos_http_conn *c;
+        while ((c = hl->deadlines[k].head) != NULL && c->deadline_ms <= now) {
+            dl_unlink(c);
+            conn_expire(c);
+        }
+    }
+    int64_t next = INT64_MAX;
+    for (int k = 0; k < DL_KINDS; k++)
+        if (hl->deadlines[k].head != NULL && hl->deadlines[k].head->deadline_ms < next)
+            next = hl->deadlines[k].head->deadline_ms;
+    if (next != INT64_MAX && (!hl->tick_armed || next < hl->tick_at))
+        loop_arm_tick(hl, next, now);
 }
 
 /* ------------------------------------------------------------ accepting */
@@ -1060,15 +1590,16 @@ static void on_accept(struct evconnlistener *lev, evutil_socket_t fd, struct soc
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     c->hl = hl;
-    c->bev = bufferevent_socket_new(aos_loop_base(hl->loop), fd, BEV_OPT_CLOSE_ON_FREE);
-    c->timer = evtimer_new(aos_loop_base(hl->loop), conn_on_timer, c);
-    if (c->bev == NULL || c->timer == NULL) {
-        if (c->bev != NULL)
-            bufferevent_free(c->bev);
-        else
-            evutil_closesocket(fd);
-        if (c->timer != NULL)
-            event_free(c->timer);
+    c->fd = fd;
+    c->dl_kind = DL_NONE;
+    c->rev = event_new(aos_loop_base(hl->loop), fd, EV_READ | EV_PERSIST, conn_on_readable, c);
+    c->wev = event_new(aos_loop_base(hl->loop), fd, EV_WRITE | EV_PERSIST, conn_on_writable, c);
+    if (c->rev == NULL || c->wev == NULL) {
+        if (c->rev != NULL)
+            event_free(c->rev);
+        if (c->wev != NULL)
+            event_free(c->wev);
+        evutil_closesocket(fd);
         free(c);
         atomic_fetch_sub(&server->connections, 1);
         return;
@@ -1086,11 +1617,12 @@ static void on_accept(struct evconnlistener *lev, evutil_socket_t fd, struct soc
     if (hl->conns != NULL)
         hl->conns->prev = c;
     hl->conns = c;
-    bufferevent_setcb(c->bev, conn_on_read, conn_on_write, conn_on_event, c);
-    bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+    /* Read interest for the connection's whole life: no epoll_ctl per
+     * request. */
+    conn_read_on(c);
     /* A fresh connection must send its first request within the header
      * timeout, not the (longer) keep-alive idle timeout. */
-    conn_arm_timer(c, hl->limits.header_timeout);
+    conn_deadline(c, DL_HEADER, hl->limits.header_timeout);
 }
 
 static void on_accept_error(struct evconnlistener *lev, void *arg)
@@ -1251,6 +1783,9 @@ struct aos_http_server *aos_http_server_new(const struct aos_conf_server *conf, 
         hl->listeners = calloc(server->naddrs, sizeof *hl->listeners);
         if (hl->loop == NULL || hl->sockets == NULL || hl->listeners == NULL)
             goto fail;
+        hl->tick = evtimer_new(aos_loop_base(hl->loop), loop_on_tick, hl);
+        if (hl->tick == NULL)
+            goto fail;
         for (size_t a = 0; a < server->naddrs; a++)
             hl->sockets[a].fd = -1;
     }
@@ -1379,8 +1914,11 @@ void aos_http_server_free(struct aos_http_server *server)
         struct hloop *hl = &server->loops[i];
         if (hl->loop != NULL) {
             loop_close_all(hl);
+            if (hl->tick != NULL)
+                event_free(hl->tick);
             aos_loop_free(hl->loop);
         }
+        free(hl->head.data);
         for (size_t a = 0; hl->sockets != NULL && a < server->naddrs; a++)
             if (hl->sockets[a].fd >= 0)
                 close(hl->sockets[a].fd);

@@ -4,6 +4,7 @@ import json
 import os
 import socket
 import sys
+import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -131,6 +132,39 @@ def test_keepalive_and_pipelining(t, d):
     t.eq([x[0] for x in resp], [200], "the body after 100 Continue is processed")
 
 
+def test_pipelining_backpressure(t, d):
+    """More pipelined requests than the server buffers (64 KiB) while the
+    client reads nothing: the server's writes hit a full socket (EAGAIN,
+    the rest kept and sent on EV_WRITE) and its reading stops, then both
+    resume once the client reads; every answer arrives, in order."""
+    n = 3000
+    req = b"GET /healthz HTTP/1.1\r\nHost: a\r\nX-Request-ID: bp-%d\r\n\r\n"
+    data = b"".join(req % i for i in range(n - 1))
+    data += b"GET /healthz HTTP/1.1\r\nHost: a\r\nX-Request-ID: bp-last\r\nConnection: close\r\n\r\n"
+    s = socket.create_connection(("127.0.0.1", d.port), timeout=10)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    errors = []
+
+    def send():
+        try:
+            s.sendall(data)
+        except OSError as e:
+            errors.append(e)
+
+    th = threading.Thread(target=send)
+    th.start()
+    time.sleep(0.5)  # not reading: the server must hold its output
+    got = read_all(s, 10)
+    th.join(10)
+    s.close()
+    resp = parse_responses(got)
+    t.eq(errors, [], "the client could send all %d requests" % n)
+    t.eq(len(resp), n, "every pipelined request is answered (%d bytes received)" % len(got))
+    ids = [r[1].get("x-request-id") for r in resp]
+    t.eq(ids, ["bp-%d" % i for i in range(n - 1)] + ["bp-last"], "in order")
+    t.ok(all(r[0] == 200 for r in resp), "all 200")
+
+
 def test_timeouts(t, d):
     # Slowloris: headers trickle in and never finish.
     s = socket.create_connection(("127.0.0.1", d.port), timeout=5)
@@ -191,7 +225,7 @@ def main():
     try:
         d.start()
         for fn in (test_ops, test_routing_errors, test_json, test_limits, test_hygiene,
-                   test_keepalive_and_pipelining, test_timeouts, test_metrics):
+                   test_keepalive_and_pipelining, test_pipelining_backpressure, test_timeouts, test_metrics):
             t.run(fn, d)
         t.eq(d.stop(), 0, "aosd exits 0 on SIGTERM")
     except Exception as e:  # noqa: BLE001

@@ -85,12 +85,61 @@ static void test_per_thread(void **state)
     assert_int_equal(seen, 0); /* each loop thread has its own cache */
 }
 
+/* The rendered /auth/me cache: a hit needs the same key and generation,
+ * and holds for exactly AOS_USER_CACHE_TTL_MS after the put. */
+static void test_user_cache(void **state)
+{
+    (void)state;
+    const char *key = "t1\nu1\nuser\n", *body = "{\"email\":\"a@b.c\"}";
+    const char *got = NULL;
+    size_t len = 0;
+
+    assert_false(aos_user_cache_get(key, strlen(key), 1, 5000, &got, &len)); /* empty */
+    aos_user_cache_put(key, strlen(key), 1, 5000, body, strlen(body));
+    assert_true(aos_user_cache_get(key, strlen(key), 1, 5000, &got, &len));
+    assert_int_equal(len, strlen(body));
+    assert_memory_equal(got, body, len);
+    assert_true(aos_user_cache_get(key, strlen(key), 1, 5000 + AOS_USER_CACHE_TTL_MS - 1, &got, &len));
+    /* another generation (a reload), another role or user: misses */
+    assert_false(aos_user_cache_get(key, strlen(key), 2, 5001, &got, &len));
+    assert_false(aos_user_cache_get("t1\nu1\nadmin\n", 12, 1, 5001, &got, &len));
+    assert_false(aos_user_cache_get("t1\nu2\nuser\n", 11, 1, 5001, &got, &len));
+    /* the TTL is a bound: at put + TTL the store is asked again */
+    assert_false(aos_user_cache_get(key, strlen(key), 1, 5000 + AOS_USER_CACHE_TTL_MS, &got, &len));
+    assert_false(aos_user_cache_get(key, strlen(key), 1, 5001, &got, &len)); /* dropped, not revived */
+    /* a put replaces: the latest store answer wins */
+    aos_user_cache_put(key, strlen(key), 1, 9000, "{}", 2);
+    assert_true(aos_user_cache_get(key, strlen(key), 1, 9000, &got, &len));
+    assert_int_equal(len, 2);
+}
+
+static void test_user_cache_bounds(void **state)
+{
+    (void)state;
+    char big[AOS_USER_CACHE_MAX_BODY + 1];
+    const char *got = NULL;
+    size_t len = 0;
+
+    memset(big, 'x', sizeof big);
+    aos_user_cache_put("k", 1, 1, 0, big, sizeof big);
+    assert_false(aos_user_cache_get("k", 1, 1, 0, &got, &len)); /* body too long: never cached */
+    aos_user_cache_put("k", 1, 1, 0, big, AOS_USER_CACHE_MAX_BODY);
+    assert_true(aos_user_cache_get("k", 1, 1, 0, &got, &len));
+    assert_int_equal(len, AOS_USER_CACHE_MAX_BODY);
+    aos_user_cache_put(big, AOS_USER_CACHE_MAX_KEY + 1, 1, 0, "{}", 2);
+    assert_false(aos_user_cache_get(big, AOS_USER_CACHE_MAX_KEY + 1, 1, 0, &got, &len)); /* key too long */
+    aos_user_cache_put("g", 1, 0, 0, "{}", 2); /* generation 0 means "no runtime" */
+    assert_false(aos_user_cache_get("g", 1, 0, 0, &got, &len));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_hit_and_misses),
         cmocka_unit_test(test_bounds),
         cmocka_unit_test(test_per_thread),
+        cmocka_unit_test(test_user_cache),
+        cmocka_unit_test(test_user_cache_bounds),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
