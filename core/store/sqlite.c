@@ -34,7 +34,13 @@
 struct stmt_entry {
     uint64_t hash;
     char *sql;
+    const char *caller_sql; /* the caller's pointer last seen: SQL texts are constants */
     sqlite3_stmt *st;
+    /* pidx[i]: SQLite's index of "$<i+1>" (0 when the statement lacks it),
+     * worked out once instead of a snprintf and a name lookup per
+     * parameter per call; NULL for a statement without parameters. */
+    int *pidx;
+    int nparams;
 };
 
 struct aos_db_conn {
@@ -201,6 +207,7 @@ static void sqlite_disconnect(struct aos_db_conn *c)
     for (size_t i = 0; i < c->nstmt; i++) {
         sqlite3_finalize(c->stmt[i].st);
         free(c->stmt[i].sql);
+        free(c->stmt[i].pidx);
     }
     /* close_v2: never leaves a zombie handle behind a statement we missed. */
     sqlite3_close_v2(c->db);
@@ -261,16 +268,54 @@ fail:
     return rc;
 }
 
-static int prepare(struct aos_db_conn *c, const char *sql, sqlite3_stmt **st, bool *cached, char *err,
-                   size_t errlen)
+/* SQLite's index of each "$N", N = 1..count: SQLite numbers them by first
+ * appearance (PLATFORM-NOTES §9).  NULL with *n = 0 when there are none;
+ * NULL with *n = -1 when out of memory. */
+static int *param_indexes(sqlite3_stmt *st, int *n)
 {
+    int count = sqlite3_bind_parameter_count(st);
+    *n = 0;
+    if (count <= 0)
+        return NULL;
+    int *idx = calloc((size_t)count, sizeof *idx);
+    if (idx == NULL) {
+        *n = -1;
+        return NULL;
+    }
+    for (int i = 0; i < count; i++) {
+        char name[24];
+        snprintf(name, sizeof name, "$%d", i + 1);
+        idx[i] = sqlite3_bind_parameter_index(st, name);
+    }
+    *n = count;
+    return idx;
+}
+
+/* The cached statement for sql, or NULL.  Callers pass string constants,
+ * so the pointer seen last time finds it without hashing the text; the
+ * text is still compared, since a pointer alone could be a reused buffer. */
+static struct stmt_entry *cache_find(struct aos_db_conn *c, const char *sql)
+{
+    for (size_t i = 0; i < c->nstmt; i++)
+        if (c->stmt[i].caller_sql == sql && strcmp(c->stmt[i].sql, sql) == 0)
+            return &c->stmt[i];
     uint64_t h = sql_hash(sql);
     for (size_t i = 0; i < c->nstmt; i++) {
         if (c->stmt[i].hash == h && strcmp(c->stmt[i].sql, sql) == 0) {
-            *st = c->stmt[i].st;
-            *cached = true;
-            return AOS_DB_OK;
+            c->stmt[i].caller_sql = sql;
+            return &c->stmt[i];
         }
+    }
+    return NULL;
+}
+
+static int prepare(struct aos_db_conn *c, const char *sql, sqlite3_stmt **st, struct stmt_entry **entry,
+                   char *err, size_t errlen)
+{
+    *entry = cache_find(c, sql);
+    if (*entry != NULL) {
+        *st = (*entry)->st;
+        return AOS_DB_OK;
     }
     const char *tail = NULL;
     int rc = sqlite3_prepare_v3(c->db, sql, -1, SQLITE_PREPARE_PERSISTENT, st, &tail);
@@ -289,7 +334,6 @@ static int prepare(struct aos_db_conn *c, const char *sql, sqlite3_stmt **st, bo
         set_err(err, errlen, "sqlite: more than one statement given to exec (use exec_script)");
         return AOS_DB_ERROR;
     }
-    *cached = false;
     /* Flag pragmas (query_only, foreign_keys, ...) act when prepared, not
      * when stepped: a cached one would do nothing the second time. */
     const char *word = sql;
@@ -298,13 +342,14 @@ static int prepare(struct aos_db_conn *c, const char *sql, sqlite3_stmt **st, bo
     if (sqlite3_strnicmp(word, "PRAGMA", 6) == 0)
         return AOS_DB_OK;
     if (c->nstmt < STMT_CACHE_MAX) {
-        char *copy = strdup(sql);
-        if (copy != NULL) {
-            c->stmt[c->nstmt].hash = h;
-            c->stmt[c->nstmt].sql = copy;
-            c->stmt[c->nstmt].st = *st;
-            c->nstmt++;
-            *cached = true;
+        struct stmt_entry e = {.hash = sql_hash(sql), .sql = strdup(sql), .caller_sql = sql, .st = *st};
+        e.pidx = param_indexes(*st, &e.nparams);
+        if (e.sql != NULL && e.nparams >= 0) {
+            c->stmt[c->nstmt] = e;
+            *entry = &c->stmt[c->nstmt++];
+        } else {
+            free(e.sql); /* out of memory: run it uncached */
+            free(e.pidx);
         }
     }
     return AOS_DB_OK;
@@ -313,8 +358,8 @@ static int prepare(struct aos_db_conn *c, const char *sql, sqlite3_stmt **st, bo
 /* Binds $1..$n by name: SQLite numbers "$N" by first appearance, not by N
  * (PLATFORM-NOTES §9).  Each $i must occur and nothing else may, as on
  * PostgreSQL. */
-static int bind_params(struct aos_db_conn *c, sqlite3_stmt *st, const struct aos_db_param *params,
-                       size_t nparams, char *err, size_t errlen)
+static int bind_params(struct aos_db_conn *c, sqlite3_stmt *st, const struct stmt_entry *entry,
+                       const struct aos_db_param *params, size_t nparams, char *err, size_t errlen)
 {
     if ((size_t)sqlite3_bind_parameter_count(st) != nparams) {
         set_err(err, errlen, "sqlite: statement has %d parameters, %zu given",
@@ -322,11 +367,16 @@ static int bind_params(struct aos_db_conn *c, sqlite3_stmt *st, const struct aos
         return AOS_DB_ERROR;
     }
     for (size_t i = 0; i < nparams; i++) {
-        char name[24];
-        snprintf(name, sizeof name, "$%zu", i + 1);
-        int idx = sqlite3_bind_parameter_index(st, name);
+        int idx;
+        if (entry != NULL) {
+            idx = entry->pidx[i];
+        } else {
+            char name[24];
+            snprintf(name, sizeof name, "$%zu", i + 1);
+            idx = sqlite3_bind_parameter_index(st, name);
+        }
         if (idx == 0) {
-            set_err(err, errlen, "sqlite: parameter %s is not used by the statement", name);
+            set_err(err, errlen, "sqlite: parameter $%zu is not used by the statement", i + 1);
             return AOS_DB_ERROR;
         }
         const struct aos_db_param *p = &params[i];
@@ -340,18 +390,18 @@ static int bind_params(struct aos_db_conn *c, sqlite3_stmt *st, const struct aos
             break;
         case AOS_DB_TEXT:
             if (p->text == NULL && p->len > 0) {
-                set_err(err, errlen, "sqlite: parameter %s: NULL text with length %zu", name, p->len);
+                set_err(err, errlen, "sqlite: parameter $%zu: NULL text with length %zu", i + 1, p->len);
                 return AOS_DB_ERROR;
             }
             if (p->len > 0 && memchr(p->text, '\0', p->len) != NULL) {
-                set_err(err, errlen, "sqlite: parameter %s: text contains a NUL byte", name);
+                set_err(err, errlen, "sqlite: parameter $%zu: text contains a NUL byte", i + 1);
                 return AOS_DB_ERROR;
             }
             /* "" rather than p->text: a NULL pointer would bind SQL NULL. */
             rc = sqlite3_bind_text64(st, idx, p->len ? p->text : "", p->len, SQLITE_STATIC, SQLITE_UTF8);
             break;
         default:
-            set_err(err, errlen, "sqlite: parameter %s: unknown type %d", name, p->type);
+            set_err(err, errlen, "sqlite: parameter $%zu: unknown type %d", i + 1, p->type);
             return AOS_DB_ERROR;
         }
         if (rc != SQLITE_OK)
@@ -365,16 +415,16 @@ static int sqlite_exec(struct aos_db_conn *c, const char *sql, const struct aos_
 {
     int rc;
     sqlite3_stmt *st = NULL;
-    bool cached = false;
+    struct stmt_entry *entry = NULL;
     struct aos_db_result *r = NULL;
     const char **cells = NULL;
     size_t *lens = NULL;
 
     if (res != NULL)
         *res = NULL;
-    if ((rc = prepare(c, sql, &st, &cached, err, errlen)) != AOS_DB_OK)
+    if ((rc = prepare(c, sql, &st, &entry, err, errlen)) != AOS_DB_OK)
         return rc;
-    if ((rc = bind_params(c, st, params, nparams, err, errlen)) != AOS_DB_OK)
+    if ((rc = bind_params(c, st, entry, params, nparams, err, errlen)) != AOS_DB_OK)
         goto out;
     size_t ncols = (size_t)sqlite3_column_count(st);
     if (res != NULL) {
@@ -429,7 +479,7 @@ static int sqlite_exec(struct aos_db_conn *c, const char *sql, const struct aos_
 out:
     free(cells);
     free(lens);
-    if (cached) {
+    if (entry != NULL) {
         sqlite3_reset(st);
         sqlite3_clear_bindings(st);
     } else {
