@@ -485,6 +485,9 @@ static int serve(struct daemon *d, struct aos_runtime *rt)
     d->app.pool = aos_pool_new(sc->workers, sc->pool_queue);
     d->app.store = aos_store_new(&rt->conf->store);
     d->app.login_gate = aos_gate_new(rt->conf->auth.max_concurrent_hashes);
+    /* As many threads as hashes may run at once (the gate refuses more):
+     * a queue is never needed, but one slot keeps submit simple. */
+    d->app.hash_pool = aos_pool_new_background(rt->conf->auth.max_concurrent_hashes, 1, "aos-hash", 10);
     /* NULL key: a per-process random HMAC key for the API's hash operator,
      * so the API cannot confirm guesses about values hashed elsewhere. */
     d->app.pii = aos_pii_new(NULL, 0, err, sizeof err);
@@ -506,6 +509,7 @@ static int serve(struct daemon *d, struct aos_runtime *rt)
         goto out;
     }
     if (d->app.metrics == NULL || d->app.pool == NULL || d->app.store == NULL || d->app.login_gate == NULL ||
+        d->app.hash_pool == NULL ||
         d->app.journal == NULL || d->app.ratelimit == NULL) {
         aos_err("out of memory at start-up", NULL);
         goto out;
@@ -611,6 +615,8 @@ out:
     aos_events_stop(d->app.events);
     /* The pool may still post completions: loops must outlive it, and the
      * main loop's last completions run by hand. */
+    aos_pool_free(d->app.hash_pool);
+    d->app.hash_pool = NULL;
     aos_pool_free(d->app.pool);
     d->app.pool = NULL;
     if (d->main_loop != NULL)

@@ -5,9 +5,13 @@
 #include "log.h"
 #include "loop.h"
 
+#include <errno.h>
 #include <pthread.h>
 #include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <sys/resource.h>
+#include <unistd.h>
 
 struct job {
     struct job *next;
@@ -28,12 +32,21 @@ struct aos_pool {
     bool stopping;
     int nthreads;
     pthread_t *threads;
+    char name[16];
+    int nice_incr;
 };
 
 static void *pool_thread(void *arg)
 {
     struct aos_pool *pool = arg;
-    aos_thread_name("aos-pool");
+    aos_thread_name("%s", pool->name);
+    if (pool->nice_incr > 0) {
+        errno = 0;
+        int now = getpriority(PRIO_PROCESS, (id_t)gettid());
+        /* Best effort: a thread that cannot be reniced still works. */
+        if (errno == 0 && setpriority(PRIO_PROCESS, (id_t)gettid(), now + pool->nice_incr) != 0)
+            aos_warn("pool: cannot lower the priority of a thread", "pool", pool->name, NULL);
+    }
     pthread_mutex_lock(&pool->lock);
     for (;;) {
         while (pool->head == NULL && !pool->stopping)
@@ -68,13 +81,15 @@ static void *pool_thread(void *arg)
     return NULL;
 }
 
-struct aos_pool *aos_pool_new(int nthreads, int max_queue)
+static struct aos_pool *pool_new(int nthreads, int max_queue, const char *name, int nice_incr)
 {
     if (nthreads < 1 || max_queue < 1)
         return NULL;
     struct aos_pool *pool = calloc(1, sizeof *pool);
     if (pool == NULL)
         return NULL;
+    snprintf(pool->name, sizeof pool->name, "%s", name);
+    pool->nice_incr = nice_incr;
     pthread_mutex_init(&pool->lock, NULL);
     pthread_cond_init(&pool->cond, NULL);
     pool->max_queue = (size_t)max_queue;
@@ -88,6 +103,13 @@ struct aos_pool *aos_pool_new(int nthreads, int max_queue)
 fail:
     aos_pool_free(pool);
     return NULL;
+}
+
+struct aos_pool *aos_pool_new(int nthreads, int max_queue) { return pool_new(nthreads, max_queue, "aos-pool", 0); }
+
+struct aos_pool *aos_pool_new_background(int nthreads, int max_queue, const char *name, int nice_incr)
+{
+    return pool_new(nthreads, max_queue, name, nice_incr);
 }
 
 int aos_pool_submit(struct aos_pool *pool, aos_pool_fn work, aos_pool_fn done, struct aos_loop *done_loop,

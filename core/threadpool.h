@@ -21,6 +21,13 @@ typedef void (*aos_pool_fn)(void *arg);
 /* nthreads >= 1, max_queue >= 1 (jobs waiting, not counting running ones). */
 struct aos_pool *aos_pool_new(int nthreads, int max_queue);
 
+/* A pool for CPU-heavy work that must not starve the HTTP loops (Argon2id):
+ * its threads are named `name` and run `nice_incr` steps nicer than the
+ * process (Linux keeps a nice value per thread).  Under contention the
+ * scheduler then gives the loops most of the CPU -- authenticated traffic
+ * keeps its latency during a login burst, and the hashes still progress. */
+struct aos_pool *aos_pool_new_background(int nthreads, int max_queue, const char *name, int nice_incr);
+
 /* Queues work(arg) for a pool thread; afterwards done(arg) runs on
  * done_loop's thread (or on the pool thread if done_loop is NULL; done may
  * be NULL).  Returns 0, or -1 when the queue is full or the pool is

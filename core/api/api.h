@@ -43,6 +43,7 @@ struct aos_app {
     struct aos_http_server *server;
     struct aos_store *store;
     struct aos_gate *login_gate; /* bounds concurrent Argon2id work */
+    struct aos_pool *hash_pool;  /* runs it, at a lower CPU priority than the loops */
     struct aos_ratelimit *ratelimit;
     /* Set once the loops and the pool are gone: late completions (a Redis
      * check answered at teardown) must not start handlers any more. */

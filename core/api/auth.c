@@ -94,10 +94,15 @@ static void job_free(struct auth_job *j)
     free(j);
 }
 
+static void defer_on(struct aos_pool *pool, struct auth_job *j, void (*work)(void *), void (*done)(void *))
+{
+    if (aos_http_defer(j->req, pool, work, done, j) != 0)
+        job_free(j);
+}
+
 static void defer(struct auth_job *j, void (*work)(void *), void (*done)(void *))
 {
-    if (aos_http_defer(j->req, j->app->pool, work, done, j) != 0)
-        job_free(j);
+    defer_on(j->app->pool, j, work, done);
 }
 
 /* Takes the body's "password" as a private copy. */
@@ -236,7 +241,7 @@ static void handle_login(struct aos_http_request *req, void *ctx)
         goto out;
     }
     j->gate_held = true;
-    defer(j, login_work, login_done);
+    defer_on(app->hash_pool, j, login_work, login_done);
 out:
     json_object_put(body);
 }
@@ -348,7 +353,7 @@ static void handle_register(struct aos_http_request *req, void *ctx)
         goto out;
     }
     j->gate_held = true;
-    defer(j, register_work, register_done);
+    defer_on(app->hash_pool, j, register_work, register_done);
 out:
     json_object_put(body);
 }

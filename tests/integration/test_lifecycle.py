@@ -168,6 +168,28 @@ def test_thread_pool(t):
         d.cleanup()
 
 
+def test_hash_threads(t):
+    """Argon2id runs on threads of its own, nicer than the HTTP loops, as
+    many as auth.max_concurrent_hashes."""
+    d = Daemon(server_extra="workers = 4;", auth_extra="max_concurrent_hashes = 3;")
+    try:
+        d.start()
+        threads = {}
+        for tid in os.listdir("/proc/%d/task" % d.proc.pid):
+            with open("/proc/%d/task/%s/comm" % (d.proc.pid, tid)) as f:
+                name = f.read().strip()
+            with open("/proc/%d/task/%s/stat" % (d.proc.pid, tid)) as f:
+                nice = int(f.read().rsplit(")", 1)[1].split()[16])
+            threads.setdefault(name, []).append(nice)
+        t.eq(len(threads.get("aos-hash", [])), 3, "max_concurrent_hashes hashing threads", threads)
+        t.eq(set(threads.get("aos-hash", [])), {10}, "hashing threads run at nice +10")
+        t.eq(set(threads.get("aos-http-0", [])), {0}, "the HTTP loop keeps nice 0")
+        t.eq(len(threads.get("aos-pool", [])), 4, "server.workers pool threads, nice 0")
+        t.eq(d.stop(), 0, "exit 0")
+    finally:
+        d.cleanup()
+
+
 def test_client_gone(t):
     d = Daemon()
     try:
@@ -220,7 +242,7 @@ def test_service_manager(t):
 def main():
     t = Tap()
     for fn in (test_command_line, test_refuses_to_start, test_reload, test_drain, test_thread_pool,
-               test_client_gone, test_service_manager):
+               test_client_gone, test_service_manager, test_hash_threads):
         t.run(fn)
     return t.done()
 
