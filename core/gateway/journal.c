@@ -21,6 +21,7 @@
 
 #include "http/server.h"
 #include "log.h"
+#include "loop.h"
 #include "store/ops.h"
 #include "store/store.h"
 
@@ -317,6 +318,7 @@ static void prune_step(struct aos_journal *j, int days)
 static void *writer_main(void *arg)
 {
     struct aos_journal *j = arg;
+    aos_thread_name("aos-journal");
 
     pthread_mutex_lock(&j->lock);
     for (;;) {
