@@ -256,6 +256,8 @@ static void hub_poll(struct aos_events *hub)
 
     atomic_fetch_add(&hub->polls, 1);
     j.start = !atomic_load(&hub->ready);
+    /* Whatever was committed before this point is read now. */
+    atomic_store(&hub->lagging, false);
     pthread_mutex_lock(&hub->ring_mu);
     j.after = hub->high_water;
     pthread_mutex_unlock(&hub->ring_mu);
@@ -269,6 +271,11 @@ static void hub_poll(struct aos_events *hub)
     hub->poll_failing = false;
     if (j.start) {
         pthread_mutex_lock(&hub->ring_mu);
+        /* A new starting point (also after a lag): older frames are the
+         * store's to serve, and the ring restarts empty, without a gap. */
+        for (size_t i = 0; i < hub->ring_len; i++)
+            aos_ev_frame_unref(ring_at(hub, i));
+        hub->ring_head = hub->ring_len = 0;
         hub->high_water = hub->floor = j.max_id;
         pthread_mutex_unlock(&hub->ring_mu);
         atomic_store(&hub->ready, true);
@@ -313,6 +320,19 @@ static void hub_poll(struct aos_events *hub)
 out:
     free(frames);
     aos_event_list_free(j.rows, j.n);
+}
+
+/* With no stream open, a commit is not worth a store read (the engine
+ * commits hundreds of times a second): the poll timer still reads, and
+ * the next stream to open first waits for a fresh starting point
+ * (aos_events_reserve).  `lagging` is set before `subscribers` is looked
+ * at, and reserve does the opposite, so one of them sees the other. */
+static bool hub_idle(struct aos_events *hub)
+{
+    if (!atomic_load(&hub->ready))
+        return false;
+    atomic_store(&hub->lagging, true);
+    return atomic_load(&hub->subscribers) == 0;
 }
 
 /* ------------------------------------------------------------- redis */
@@ -452,7 +472,8 @@ static void on_redis_message(redisAsyncContext *ac, void *reply_, void *privdata
     if (strcmp(reply->element[2]->str, c->r->node_id) == 0)
         return; /* our own: polled already */
     atomic_fetch_add(&hub->redis_wakeups, 1);
-    hub_poll(hub);
+    if (!hub_idle(hub))
+        hub_poll(hub);
 }
 
 static void rconn_connect(struct rconn *c)
@@ -581,7 +602,8 @@ static void on_wake(evutil_socket_t fd, short what, void *arg)
     atomic_store(&hub->wake_pending, false);
     /* Tell the other nodes first: their read and ours then overlap. */
     redis_publish(hub->redis);
-    hub_poll(hub);
+    if (!hub_idle(hub))
+        hub_poll(hub);
 }
 
 static struct timeval ms_tv(long long ms)
@@ -803,10 +825,18 @@ int aos_events_reserve(struct aos_events *hub)
 {
     if (atomic_load(&hub->draining))
         return -1;
-    if (atomic_fetch_add(&hub->subscribers, 1) >= atomic_load(&hub->max_subscribers)) {
+    long long before = atomic_fetch_add(&hub->subscribers, 1);
+    if (before >= atomic_load(&hub->max_subscribers)) {
         atomic_fetch_sub(&hub->subscribers, 1);
         atomic_fetch_add(&hub->refused, 1);
         return -1;
+    }
+    /* The first stream after commits the hub did not read: the high-water
+     * mark may be old, so the stream waits for the hub to read a new
+     * starting point (as at start-up) instead of beginning there. */
+    if (before == 0 && atomic_exchange(&hub->lagging, false)) {
+        atomic_store(&hub->ready, false);
+        aos_events_committed(hub);
     }
     return 0;
 }

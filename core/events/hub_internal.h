@@ -72,6 +72,10 @@ struct aos_events {
     atomic_bool started;
     atomic_bool draining;
     atomic_bool ready; /* high-water mark known */
+    /* A commit was not read because no stream was open (only the poll
+     * timer reads then): the high-water mark may lag the store, so the
+     * next stream to open waits for a fresh starting point. */
+    atomic_bool lagging;
 
     /* settings (events.*), reloadable */
     atomic_llong poll_ms;

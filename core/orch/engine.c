@@ -2,20 +2,32 @@
 /*
  * The orchestration engine (orch/engine.h).
  *
- * A worker's life: claim a run (one write transaction: lease, budget
- * reservation for its next step, events), then execute steps of it until
- * it leaves `running`: for each step call the plugin, hand the checkpoint
- * to the committer and wait for it.  The committer writes every pending
- * checkpoint in one transaction (group commit), so under load many steps
- * share one fsync, and when idle each step commits at once.
+ * A claimed run is a "flight" until it leaves `running` on this node.  A
+ * flight is ready (its last checkpoint committed: its next step may run),
+ * executing (a worker calls the plugin), or committing (its checkpoint
+ * waits for the committer).  Workers take ready flights, execute ONE step,
+ * hand the checkpoint to the committer and take the next ready flight
+ * without waiting: a flight goes back to the ready queue only once its
+ * checkpoint has committed, so every checkpoint is durable before the
+ * next step of its run starts, while a worker keeps several runs in flight
+ * and a group commit can be larger than engine.workers.
+ *
+ * The committer writes every pending checkpoint in one transaction (group
+ * commit) and, in the same transaction, claims new runs for the workers
+ * that would otherwise idle: a run costs no write transaction of its own
+ * to claim.  It claims while fewer flights are ready than workers are
+ * idle (at most max(workers, checkpoint_batch) flights), so slow steps
+ * keep about `workers` runs claimed and fast ones fill the batch.
  *
  * Fairness: claiming goes round the tenants that have due runs (in id
  * order, starting after the tenant served last), so one tenant's queue of
- * thousands cannot starve another tenant's single run.
+ * thousands cannot starve another tenant's single run.  The list of
+ * tenants with due runs is re-read when a tenant in it has no more, when a
+ * run was queued on this node (aos_engine_wake), and at the end of a round
+ * at most every READY_REFRESH_MS -- not before every claim.
  */
 #include "orch/engine.h"
 
-#include <errno.h>
 #include <inttypes.h>
 #include <json-c/json.h>
 #include <pthread.h>
@@ -30,14 +42,17 @@
 #include "log.h"
 #include "plugin.h"
 #include "runtime.h"
+#include "store/events.h"
 #include "store/runs.h"
 #include "store/store.h"
 
 #define READY_TENANTS_MAX 256
+#define READY_REFRESH_MS 20
 #define EXPIRE_BATCH 100
 #define PRUNE_BATCH 500
 #define PRUNE_INTERVAL_MS 60000
 #define EXPIRE_INTERVAL_MS 1000
+#define RETRY_FIRST_MS 100
 #define ERR_LEN 512
 
 struct event_spec {
@@ -46,15 +61,20 @@ struct event_spec {
 };
 #define EVENTS_PER_ITEM 6
 
-/* One checkpoint waiting for the committer.  The strings in cp belong to
- * the submitting worker, which waits until `done`. */
+enum { OP_CHECKPOINT = 0, OP_RELEASE = 1 };
+
+struct flight;
+
+/* One checkpoint (or the release of a run back to the queue) waiting for
+ * the committer.  Its strings belong to its flight. */
 struct cp_item {
+    struct flight *f;
+    int op;
     struct aos_checkpoint cp;
     char day[AOS_DAY_LEN];
     bool reserve_next;
     struct aos_budget_limits limits;
     int64_t reserve_tokens, reserve_micro_usd;
-    const char *agent_name;
     /* results, reset each time the transaction body runs */
     int rc;
     int result; /* enum aos_checkpoint_result */
@@ -62,20 +82,50 @@ struct cp_item {
     char err[ERR_LEN];
     struct event_spec events[EVENTS_PER_ITEM];
     size_t nevents;
-    bool done;
+    /* a store outage: tried again with backoff while the lease may hold */
+    int64_t retry_wait, retry_at;
     struct cp_item *next;
+};
+
+/* What claiming one run produced, in the committer's transaction. */
+struct claim {
+    struct aos_engine *e;
+    char tenant_id[AOS_ID_LEN];
+    const char *owner;
+    struct aos_runtime *rt;
+    int64_t now;
+    /* out */
+    bool found;
+    bool runnable; /* claimed and left running: execute it */
+    struct aos_claimed_run c;
+    const struct aos_plugin_instance *plugin;
+    struct aos_budget_limits limits;
+    int64_t reserve_tokens, reserve_micro_usd;
+    char day[AOS_DAY_LEN];
+    char autonomy[16]; /* the agent's mode, else the tenant's */
+    struct event_spec events[EVENTS_PER_ITEM];
+    size_t nevents;
+};
+
+struct flight {
+    char owner[AOS_WORKER_ID_LEN]; /* lease_owner of the run: unique per claim */
+    struct claim cl;
+    struct aos_runtime *rt; /* a reference held while in flight */
+    struct cp_item it;
+    char *result_text; /* the step's result while it commits */
+    char perr[ERR_LEN];
+    char failmsg[ERR_LEN + 64];
+    bool first;     /* no step executed since the claim: the decision is for it */
+    bool executing; /* guarded by e->lock, read by the keeper */
+    int64_t step_started;
+    struct flight *next;                /* the ready queue */
+    struct flight *all_prev, *all_next; /* e->flights */
 };
 
 struct worker {
     struct aos_engine *e;
     pthread_t thread;
     bool started;
-    char id[AOS_WORKER_ID_LEN];
-    /* in flight, guarded by e->lock, read by the keeper */
-    bool active;
-    char tenant_id[AOS_ID_LEN];
-    char run_id[AOS_ID_LEN];
-    int64_t step_started;
 };
 
 struct aos_engine {
@@ -83,13 +133,19 @@ struct aos_engine {
     struct aos_store *store;
     const struct aos_pii *pii;
     struct aos_events *events;
+    char node_id[96];
+    size_t max_flights;
 
+    /* flights: the ready queue and the list of all, for workers and keeper */
     pthread_mutex_t lock;
-    pthread_cond_t wake;       /* idle workers; the keeper */
-    atomic_bool stopping;
+    pthread_cond_t work;      /* workers: a flight is ready, or stopping */
+    pthread_cond_t keeper_cv; /* the keeper's sleep */
+    atomic_bool stopping;     /* set under lock */
     atomic_bool enabled;
-    char rr_last[AOS_ID_LEN];  /* tenant served last (fairness) */
-    unsigned wake_pending;
+    struct flight *ready_head, *ready_tail;
+    struct flight *flights;
+    atomic_size_t nready, nexec, nflights;
+    atomic_size_t starved; /* times a worker found nothing ready, since the last claim */
 
     struct worker *workers;
     size_t nworkers;
@@ -98,17 +154,23 @@ struct aos_engine {
     pthread_t committer;
     bool committer_started;
     pthread_mutex_t cp_lock;
-    pthread_cond_t cp_ready; /* items queued */
-    pthread_cond_t cp_done;  /* a batch finished */
+    pthread_cond_t cp_ready; /* items queued, a wake-up, or stop */
     struct cp_item *queue_head, *queue_tail;
     size_t queued;
     bool committer_stop;
+    bool wake_pending; /* runs were queued: look now */
+    /* the committer thread's own */
+    char (*tenants)[AOS_ID_LEN]; /* tenants with due runs, in id order */
+    size_t ntenants;
+    int64_t tenants_read_at;
+    int64_t next_probe; /* no look at an empty queue before this, unless woken */
+    char rr_last[AOS_ID_LEN]; /* tenant served last (fairness) */
+    uint64_t claim_seq;
 
     pthread_t keeper;
     bool keeper_started;
 
     atomic_uint_fast64_t steps, checkpoints, commits, retries, lease_lost, claims, takeovers;
-    atomic_uint busy;
 };
 
 /* ------------------------------------------------------------ helpers */
@@ -124,13 +186,6 @@ static void timespec_in_ms(struct timespec *ts, int64_t ms)
         ts->tv_sec++;
         ts->tv_nsec -= 1000000000L;
     }
-}
-
-static void sleep_ms(int64_t ms)
-{
-    struct timespec ts = {(time_t)(ms / 1000), (long)(ms % 1000) * 1000000L};
-    while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
-        ;
 }
 
 /* Whether text[0..len) is one complete JSON value without NUL bytes: what
@@ -208,6 +263,52 @@ static int events_append(struct aos_engine *e, struct aos_store_tx *tx, const ch
     return AOS_DB_OK;
 }
 
+/* The events of a whole group commit, redacted as aos_event_append does,
+ * written in one call (on PostgreSQL two statements). */
+struct event_batch {
+    struct aos_event_new *rows;
+    char **redacted;
+    size_t n, cap;
+};
+
+static int event_batch_add(struct aos_engine *e, struct event_batch *eb, const char *tenant_id, const char *run_id,
+                           const struct event_spec *ev, size_t n, int64_t now, char *err, size_t errlen)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (eb->n == eb->cap) {
+            size_t cap = eb->cap > 0 ? eb->cap * 2 : 64;
+            struct aos_event_new *rows = realloc(eb->rows, cap * sizeof *rows);
+            if (rows != NULL)
+                eb->rows = rows;
+            char **red = realloc(eb->redacted, cap * sizeof *red);
+            if (red != NULL)
+                eb->redacted = red;
+            if (rows == NULL || red == NULL) {
+                aos_db_seterr(err, errlen, "out of memory");
+                return AOS_DB_ERROR;
+            }
+            eb->cap = cap;
+        }
+        char *payload = aos_event_redact_payload(e->pii, ev[i].payload != NULL ? ev[i].payload : "{}");
+        if (payload == NULL) {
+            aos_db_seterr(err, errlen, "event payload must be a JSON object");
+            return AOS_DB_CONSTRAINT;
+        }
+        eb->redacted[eb->n] = payload;
+        eb->rows[eb->n] = (struct aos_event_new){tenant_id, ev[i].type, run_id, payload, now};
+        eb->n++;
+    }
+    return AOS_DB_OK;
+}
+
+static void event_batch_free(struct event_batch *eb)
+{
+    for (size_t i = 0; i < eb->n; i++)
+        free(eb->redacted[i]);
+    free(eb->rows);
+    free(eb->redacted);
+}
+
 static struct json_object *obj_int(struct json_object *o, const char *k, int64_t v)
 {
     json_object_object_add(o, k, json_object_new_int64(v));
@@ -277,7 +378,17 @@ static void reserve_amounts(const struct aos_engine *e, const struct aos_agent *
 /* ------------------------------------------------------------ committer */
 
 /* Applies one checkpoint and whatever follows from it (the next step's
- * reservation); collects its events, appended after the whole batch. */
+ * reservation), or a release; collects its events, appended after the
+ * whole batch. */
+static void item_reset(struct cp_item *it)
+{
+    events_clear(it->events, &it->nevents);
+    it->result = 0;
+    it->status[0] = '\0';
+    it->err[0] = '\0';
+}
+
+/* After the item's checkpoint was written (it->result, it->status). */
 static int apply_item(struct aos_engine *e, struct aos_store_tx *tx, struct cp_item *it)
 {
     struct aos_checkpoint *cp = &it->cp;
@@ -285,13 +396,9 @@ static int apply_item(struct aos_engine *e, struct aos_store_tx *tx, struct cp_i
     char warn[128] = "";
     int rc;
 
-    events_clear(it->events, &it->nevents);
-    it->result = 0;
-    it->status[0] = '\0';
-    it->err[0] = '\0';
-    rc = aos_store_checkpoint(tx, cp, it->day, &it->result, it->status, it->err, sizeof it->err);
-    if (rc != AOS_DB_OK || it->result != AOS_CP_OK)
-        return rc;
+    (void)e;
+    if (it->result != AOS_CP_OK)
+        return AOS_DB_OK;
     if (strcmp(it->status, "running") == 0 && it->reserve_next) {
         rc = aos_store_budget_reserve(tx, cp->tenant_id, cp->run_id, cp->agent_id, it->day, it->reserve_tokens,
                                       it->reserve_micro_usd, &it->limits, &reserved, warn, sizeof warn, it->err,
@@ -357,136 +464,71 @@ static int apply_item(struct aos_engine *e, struct aos_store_tx *tx, struct cp_i
     return AOS_DB_OK;
 }
 
-struct batch {
-    struct aos_engine *e;
-    struct cp_item **items;
-    size_t n;
-};
+/* ------------------------------------------------------------ flights */
 
-static int batch_tx(struct aos_store_tx *tx, void *arg, char *err, size_t errlen)
+/* One more reference to a runtime the caller holds (runtime.h counts them
+ * in rt->refs; aos_runtime_release drops it). */
+static struct aos_runtime *rt_ref(struct aos_runtime *rt)
 {
-    struct batch *b = arg;
-    int rc;
-
-    for (size_t i = 0; i < b->n; i++)
-        if ((rc = apply_item(b->e, tx, b->items[i])) != AOS_DB_OK) {
-            aos_db_seterr(err, errlen, "%s", b->items[i]->err);
-            return rc;
-        }
-    /* Events last: on PostgreSQL the event lock is held from here to the commit. */
-    for (size_t i = 0; i < b->n; i++) {
-        struct cp_item *it = b->items[i];
-        if (it->result != AOS_CP_OK)
-            continue;
-        if ((rc = events_append(b->e, tx, it->cp.tenant_id, it->cp.run_id, it->events, it->nevents, err, errlen)) !=
-            AOS_DB_OK)
-            return rc;
-    }
-    return AOS_DB_OK;
+    atomic_fetch_add(&rt->refs, 1);
+    return rt;
 }
 
-/* Sorting by tenant makes every batch take tenant locks (budget checks on
- * PostgreSQL) in one order: two nodes' batches cannot deadlock. */
-static int by_tenant(const void *a, const void *b)
+static struct flight *flight_new(struct aos_engine *e)
 {
-    const struct cp_item *x = *(const struct cp_item *const *)a, *y = *(const struct cp_item *const *)b;
-    return strcmp(x->cp.tenant_id, y->cp.tenant_id);
-}
-
-static void commit_batch(struct aos_engine *e, struct cp_item **items, size_t n)
-{
-    struct batch b = {e, items, n};
-    char err[ERR_LEN] = "";
-    int rc;
-
-    qsort(items, n, sizeof *items, by_tenant);
-    rc = aos_store_transact(e->store, true, batch_tx, &b, err, sizeof err);
-    if (rc == AOS_DB_OK) {
-        atomic_fetch_add(&e->commits, 1);
-        for (size_t i = 0; i < n; i++)
-            items[i]->rc = AOS_DB_OK;
-    } else if (n > 1 && rc != AOS_DB_UNAVAILABLE) {
-        /* One bad checkpoint must not sink its batch: each on its own. */
-        for (size_t i = 0; i < n; i++)
-            commit_batch(e, &items[i], 1);
-        return;
-    } else {
-        for (size_t i = 0; i < n; i++) {
-            items[i]->rc = rc;
-            if (items[i]->err[0] == '\0')
-                snprintf(items[i]->err, sizeof items[i]->err, "%s", err);
-        }
-        return;
-    }
-    bool any_events = false;
-    for (size_t i = 0; i < n; i++) {
-        if (items[i]->result == AOS_CP_OK) {
-            atomic_fetch_add(&e->checkpoints, 1);
-            any_events = any_events || items[i]->nevents > 0;
-        }
-    }
-    if (any_events)
-        aos_events_committed(e->events);
-}
-
-static void *committer_main(void *arg)
-{
-    struct aos_engine *e = arg;
-    size_t max = (size_t)e->conf.checkpoint_batch;
-    struct cp_item **items = calloc(max, sizeof *items);
-    int64_t window_us = (int64_t)(e->conf.checkpoint_window * 1e6);
-
-    if (items == NULL) {
-        aos_err("engine: out of memory starting the committer", NULL);
+    struct flight *f = calloc(1, sizeof *f);
+    if (f == NULL)
         return NULL;
-    }
-    pthread_mutex_lock(&e->cp_lock);
-    for (;;) {
-        while (e->queue_head == NULL && !e->committer_stop)
-            pthread_cond_wait(&e->cp_ready, &e->cp_lock);
-        if (e->queue_head == NULL && e->committer_stop)
-            break;
-        /* Group commit: if the batch is not full, give other workers the
-         * window to join it -- but only when others are busy, so a lone
-         * step on an idle node commits at once. */
-        if (e->queued < max && window_us > 0 && atomic_load(&e->busy) > e->queued) {
-            struct timespec ts;
-            clock_gettime(CLOCK_REALTIME, &ts);
-            ts.tv_nsec += (long)(window_us * 1000);
-            while (ts.tv_nsec >= 1000000000L) {
-                ts.tv_sec++;
-                ts.tv_nsec -= 1000000000L;
-            }
-            while (e->queued < max && atomic_load(&e->busy) > e->queued &&
-                   pthread_cond_timedwait(&e->cp_ready, &e->cp_lock, &ts) == 0)
-                ;
-        }
-        size_t n = 0;
-        while (e->queue_head != NULL && n < max) {
-            items[n++] = e->queue_head;
-            e->queue_head = e->queue_head->next;
-            e->queued--;
-        }
-        if (e->queue_head == NULL)
-            e->queue_tail = NULL;
-        pthread_mutex_unlock(&e->cp_lock);
-
-        commit_batch(e, items, n);
-
-        pthread_mutex_lock(&e->cp_lock);
-        for (size_t i = 0; i < n; i++)
-            items[i]->done = true;
-        pthread_cond_broadcast(&e->cp_done);
-    }
-    pthread_mutex_unlock(&e->cp_lock);
-    free(items);
-    return NULL;
+    /* Unique across nodes, restarts and claims: a lease is never mistaken
+     * for another claim's, not even one of this node. */
+    snprintf(f->owner, sizeof f->owner, "%s:%" PRIu64, e->node_id, ++e->claim_seq);
+    f->first = true;
+    return f;
 }
 
-/* Hands a checkpoint to the committer and waits for its transaction. */
-static void submit(struct aos_engine *e, struct cp_item *it)
+static void flight_free(struct flight *f)
 {
-    it->done = false;
+    if (f == NULL)
+        return;
+    events_clear(f->cl.events, &f->cl.nevents);
+    events_clear(f->it.events, &f->it.nevents);
+    aos_claimed_run_clear(&f->cl.c);
+    free(f->result_text);
+    if (f->rt != NULL)
+        aos_runtime_release(f->rt);
+    free(f);
+}
+
+/* Registers a claimed flight (committer). */
+static void flight_add(struct aos_engine *e, struct flight *f)
+{
+    pthread_mutex_lock(&e->lock);
+    f->all_prev = NULL;
+    f->all_next = e->flights;
+    if (e->flights != NULL)
+        e->flights->all_prev = f;
+    e->flights = f;
+    atomic_fetch_add(&e->nflights, 1);
+    pthread_mutex_unlock(&e->lock);
+}
+
+/* The run left this node (finished, parked, lost, released). */
+static void flight_end(struct aos_engine *e, struct flight *f)
+{
+    pthread_mutex_lock(&e->lock);
+    if (f->all_prev != NULL)
+        f->all_prev->all_next = f->all_next;
+    else
+        e->flights = f->all_next;
+    if (f->all_next != NULL)
+        f->all_next->all_prev = f->all_prev;
+    atomic_fetch_sub(&e->nflights, 1);
+    pthread_mutex_unlock(&e->lock);
+    flight_free(f);
+}
+
+static void enqueue(struct aos_engine *e, struct cp_item *it)
+{
     it->next = NULL;
     pthread_mutex_lock(&e->cp_lock);
     if (e->queue_tail != NULL)
@@ -496,87 +538,97 @@ static void submit(struct aos_engine *e, struct cp_item *it)
     e->queue_tail = it;
     e->queued++;
     pthread_cond_signal(&e->cp_ready);
-    while (!it->done)
-        pthread_cond_wait(&e->cp_done, &e->cp_lock);
     pthread_mutex_unlock(&e->cp_lock);
 }
 
-/* Submits until the outcome is known: a store outage is waited out (the
- * checkpoint is retried with backoff while our lease may still hold; if
- * the first try did commit, the retry finds the step done and reports a
- * lost lease, and the run is resumed from the store by whoever claims it
- * next). */
-static void submit_until_known(struct aos_engine *e, struct cp_item *it)
+/* Hands the run back to the queue (a draining node): the committer writes it. */
+static void submit_release(struct aos_engine *e, struct flight *f)
 {
-    int64_t wait = 100;
-    for (;;) {
-        submit(e, it);
-        if (it->rc == AOS_DB_OK || (it->rc != AOS_DB_UNAVAILABLE && it->rc != AOS_DB_RETRY))
-            return;
-        if (wait > ms_of(e->conf.lease)) {
-            return;
-        }
-        aos_warn("engine: checkpoint not written, retrying", "run_id", it->cp.run_id, "error", it->err, NULL);
-        sleep_ms(wait);
-        wait *= 2;
+    struct cp_item *it = &f->it;
+    struct aos_run *run = &f->cl.c.run;
+
+    events_clear(it->events, &it->nevents);
+    memset(it, 0, sizeof *it);
+    it->f = f;
+    it->op = OP_RELEASE;
+    it->cp.tenant_id = run->tenant_id;
+    it->cp.run_id = run->id;
+    it->cp.worker_id = f->owner;
+    enqueue(e, it);
+}
+
+/* A flight whose checkpoint committed (or a new claim) may run its next
+ * step; while draining it is released instead. */
+static void make_ready(struct aos_engine *e, struct flight *f)
+{
+    bool stopping;
+
+    pthread_mutex_lock(&e->lock);
+    stopping = atomic_load(&e->stopping);
+    if (!stopping) {
+        f->next = NULL;
+        if (e->ready_tail != NULL)
+            e->ready_tail->next = f;
+        else
+            e->ready_head = f;
+        e->ready_tail = f;
+        atomic_fetch_add(&e->nready, 1);
+        pthread_cond_signal(&e->work);
     }
+    pthread_mutex_unlock(&e->lock);
+    if (stopping)
+        submit_release(e, f);
+}
+
+/* How many runs to claim now: one per idle worker not already facing a
+ * ready flight -- or, when workers went without a ready flight while
+ * checkpoints were committing (fast steps), one per time that happened,
+ * so the flights outnumber the workers just enough to keep them busy --
+ * within max_flights. */
+static size_t claims_wanted(struct aos_engine *e)
+{
+    size_t exec = atomic_load(&e->nexec), ready = atomic_load(&e->nready), flights = atomic_load(&e->nflights);
+    size_t idle = e->nworkers > exec ? e->nworkers - exec : 0;
+    size_t want = idle > ready ? idle - ready : 0;
+    size_t starved = atomic_load(&e->starved);
+    size_t room = e->max_flights > flights ? e->max_flights - flights : 0;
+
+    if (starved > want && flights > 0)
+        want = starved;
+
+    if (atomic_load(&e->stopping) || !atomic_load(&e->enabled))
+        return 0;
+    return want < room ? want : room;
 }
 
 /* ------------------------------------------------------------ claiming */
-
-struct claim {
-    struct aos_engine *e;
-    struct worker *w;
-    const char *tenant_id;
-    struct aos_runtime *rt;
-    int64_t now;
-    /* out */
-    bool found;
-    bool runnable; /* claimed and left running: execute it */
-    struct aos_claimed_run c;
-    const struct aos_plugin_instance *plugin;
-    struct aos_budget_limits limits;
-    int64_t reserve_tokens, reserve_micro_usd;
-    char day[AOS_DAY_LEN];
-    char autonomy[16]; /* the agent's mode, else the tenant's */
-    struct event_spec events[EVENTS_PER_ITEM];
-    size_t nevents;
-};
 
 static int stop_claimed(struct claim *cl, struct aos_store_tx *tx, const char *status, const char *why, char *err,
                         size_t errlen)
 {
     int result = 0;
-    int rc = aos_store_run_stop(tx, cl->tenant_id, cl->c.run.id, cl->w->id, status, why, &result, err, errlen);
+    int rc = aos_store_run_stop(tx, cl->tenant_id, cl->c.run.id, cl->owner, status, why, &result, err, errlen);
     if (rc == AOS_DB_OK && result == AOS_CP_OK)
         status_events(cl->events, &cl->nevents, EVENTS_PER_ITEM, status, why, NULL);
     return rc;
 }
 
-static int claim_tx(struct aos_store_tx *tx, void *arg, char *err, size_t errlen)
+/* What follows a claim in its transaction (cl->c just claimed): its
+ * events, and the checks and the budget reservation before its first step. */
+static int claim_finish(struct aos_store_tx *tx, struct claim *cl, char *err, size_t errlen)
 {
-    struct claim *cl = arg;
     struct aos_engine *e = cl->e;
     struct aos_claimed_run *c = &cl->c;
     const struct aos_conf_tenant *t;
     char why[300];
     int rc;
 
-    aos_claimed_run_clear(c);
-    events_clear(cl->events, &cl->nevents);
-    cl->found = cl->runnable = false;
-    cl->plugin = NULL;
-    rc = aos_store_run_claim(tx, cl->tenant_id, cl->w->id, cl->now, ms_of(e->conf.lease), c, err, errlen);
-    if (rc == AOS_DB_NOT_FOUND)
-        return AOS_DB_OK;
-    if (rc != AOS_DB_OK)
-        return rc;
     cl->found = true;
 
     struct json_object *p = json_object_new_object();
     obj_int(p, "next_step", c->run.next_step);
     obj_int(p, "attempt", c->run.attempt + 1);
-    obj_str(p, "worker", cl->w->id);
+    obj_str(p, "worker", cl->owner);
     json_object_object_add(p, "taken_over", json_object_new_boolean(c->taken_over));
     add_event(cl->events, &cl->nevents, EVENTS_PER_ITEM, "run.running", p);
 
@@ -624,96 +676,486 @@ static int claim_tx(struct aos_store_tx *tx, void *arg, char *err, size_t errlen
     return AOS_DB_OK;
 }
 
-static int claim_events_tx(struct aos_store_tx *tx, void *arg, char *err, size_t errlen)
+/* ------------------------------------------------------------ committer */
+
+struct batch {
+    struct aos_engine *e;
+    struct cp_item **items;
+    size_t n;
+    size_t want;      /* runs to claim */
+    bool may_probe;   /* the tenant list may be (re)read */
+    struct aos_runtime *rt;
+    struct flight **claimed;
+    size_t nclaimed;
+};
+
+static void batch_drop_claims(struct batch *b)
 {
-    struct claim *cl = arg;
-    int rc = claim_tx(tx, arg, err, errlen);
-    if (rc == AOS_DB_OK && cl->found)
-        rc = events_append(cl->e, tx, cl->tenant_id, cl->c.run.id, cl->events, cl->nevents, err, errlen);
+    for (size_t i = 0; i < b->nclaimed; i++)
+        flight_free(b->claimed[i]);
+    b->nclaimed = 0;
+}
+
+static int read_tenants(struct aos_store_tx *tx, struct aos_engine *e, int64_t now, char *err, size_t errlen)
+{
+    int rc = aos_store_runs_ready_tenants(tx, now, e->tenants, READY_TENANTS_MAX, &e->ntenants, err, errlen);
+    e->tenants_read_at = now;
+    if (rc != AOS_DB_OK)
+        e->ntenants = 0;
+    else if (e->ntenants == 0)
+        e->next_probe = now + ms_of(e->conf.poll);
     return rc;
 }
 
-struct ready {
-    int64_t now;
-    char (*ids)[AOS_ID_LEN];
-    size_t n;
-};
-
-static int ready_tx(struct aos_store_tx *tx, void *arg, char *err, size_t errlen)
+/* Claims up to b->want runs in the batch's transaction, round the
+ * tenants: the runs wanted are shared out in turn, starting after the
+ * tenant served last, and each tenant's share is claimed at once. */
+static int claim_some(struct aos_store_tx *tx, struct batch *b, char *err, size_t errlen)
 {
-    struct ready *r = arg;
-    return aos_store_runs_ready_tenants(tx, r->now, r->ids, READY_TENANTS_MAX, &r->n, err, errlen);
+    struct aos_engine *e = b->e;
+    int64_t now = aos_store_now_ms();
+    bool refreshed = false;
+    int rc = AOS_DB_OK;
+    struct aos_claimed_run *out = NULL;
+    struct flight **fl = NULL;
+    const char **owners = NULL;
+    size_t *quota = NULL;
+
+    if ((out = calloc(b->want, sizeof *out)) == NULL || (fl = calloc(b->want, sizeof *fl)) == NULL ||
+        (owners = calloc(b->want, sizeof *owners)) == NULL ||
+        (quota = calloc(READY_TENANTS_MAX, sizeof *quota)) == NULL) {
+        aos_db_seterr(err, errlen, "out of memory");
+        rc = AOS_DB_ERROR;
+        goto out;
+    }
+    while (b->nclaimed < b->want) {
+        if (e->ntenants == 0) {
+            if (refreshed || !b->may_probe)
+                break;
+            if ((rc = read_tenants(tx, e, now, err, errlen)) != AOS_DB_OK)
+                goto out;
+            refreshed = true;
+            continue;
+        }
+        size_t start = 0;
+        while (start < e->ntenants && strcmp(e->tenants[start], e->rr_last) <= 0)
+            start++;
+        if (start == e->ntenants) {
+            /* A round is complete: tenants that have work since may join. */
+            start = 0;
+            if (!refreshed && now - e->tenants_read_at >= READY_REFRESH_MS) {
+                if ((rc = read_tenants(tx, e, now, err, errlen)) != AOS_DB_OK)
+                    goto out;
+                refreshed = true;
+                continue;
+            }
+        }
+        size_t t = e->ntenants, left = b->want - b->nclaimed, served = left < t ? left : t;
+        for (size_t j = 0; j < t; j++)
+            quota[(start + j) % t] = j < served ? left / t + (j < left % t ? 1 : 0) : 0;
+        bool exhausted = false;
+        for (size_t j = 0; j < served; j++) {
+            size_t i = (start + j) % t, got = 0, q = quota[i];
+            for (size_t k = 0; k < q; k++) {
+                if ((fl[k] = flight_new(e)) == NULL) {
+                    for (size_t m = 0; m < k; m++)
+                        flight_free(fl[m]);
+                    aos_db_seterr(err, errlen, "out of memory");
+                    rc = AOS_DB_ERROR;
+                    goto out;
+                }
+                owners[k] = fl[k]->owner;
+            }
+            rc = aos_store_run_claim_many(tx, e->tenants[i], owners, q, now, ms_of(e->conf.lease), out, &got, err,
+                                          errlen);
+            for (size_t k = 0; k < q; k++) {
+                struct flight *f = fl[k];
+                if (rc != AOS_DB_OK || k >= got) {
+                    flight_free(f);
+                    continue;
+                }
+                f->cl.e = e;
+                f->cl.owner = f->owner;
+                f->cl.rt = b->rt;
+                f->cl.now = now;
+                memcpy(f->cl.tenant_id, e->tenants[i], AOS_ID_LEN);
+                f->cl.c = out[k]; /* moves the strings */
+                memset(&out[k], 0, sizeof out[k]);
+                b->claimed[b->nclaimed++] = f;
+            }
+            if (rc != AOS_DB_OK)
+                goto out;
+            if (got < q) {
+                quota[i] = SIZE_MAX; /* no more: leaves the list below */
+                exhausted = true;
+            }
+            memcpy(e->rr_last, e->tenants[i], AOS_ID_LEN);
+        }
+        if (exhausted) {
+            size_t k = 0;
+            for (size_t i = 0; i < t; i++)
+                if (quota[i] != SIZE_MAX) {
+                    if (k != i)
+                        memcpy(e->tenants[k], e->tenants[i], AOS_ID_LEN);
+                    k++;
+                }
+            e->ntenants = k;
+        } else {
+            break; /* every share was claimed */
+        }
+    }
+    for (size_t i = 0; i < b->nclaimed; i++) {
+        struct claim *cl = &b->claimed[i]->cl;
+        if (cl->found)
+            continue;
+        if ((rc = claim_finish(tx, cl, err, errlen)) != AOS_DB_OK)
+            goto out;
+    }
+    if (e->ntenants == 0)
+        e->next_probe = now + ms_of(e->conf.poll); /* the queue is empty: look again at the next poll */
+out:
+    free(out);
+    free(fl);
+    free(owners);
+    free(quota);
+    return rc;
 }
 
-/* Claims the next run, going round the tenants.  True with cl filled
- * (cl->runnable says whether to execute it). */
-static bool claim_next(struct aos_engine *e, struct worker *w, struct claim *cl)
+static int probe_tx(struct aos_store_tx *tx, void *arg, char *err, size_t errlen)
 {
-    static _Thread_local char ids[READY_TENANTS_MAX][AOS_ID_LEN];
-    struct ready r = {aos_store_now_ms(), ids, 0};
-    char err[ERR_LEN];
-    size_t start = 0;
+    struct aos_engine *e = arg;
+    return read_tenants(tx, e, aos_store_now_ms(), err, errlen);
+}
+
+static int batch_tx(struct aos_store_tx *tx, void *arg, char *err, size_t errlen)
+{
+    struct batch *b = arg;
     int rc;
 
-    if ((rc = aos_store_transact(e->store, false, ready_tx, &r, err, sizeof err)) != AOS_DB_OK) {
-        if (rc != AOS_DB_UNAVAILABLE)
-            aos_err("engine: cannot read the queue", "error", err, NULL);
-        return false;
-    }
-    if (r.n == 0)
-        return false;
-    pthread_mutex_lock(&e->lock);
-    for (start = 0; start < r.n && strcmp(ids[start], e->rr_last) <= 0; start++)
-        ;
-    if (start == r.n)
-        start = 0;
-    pthread_mutex_unlock(&e->lock);
+    struct aos_checkpoint **cps = NULL;
+    const char **days = NULL;
+    int *results = NULL;
+    char (*status)[AOS_RUN_STATUS_LEN] = NULL;
+    size_t *idx = NULL, m = 0;
+    struct event_batch eb = {0};
+    int64_t now = aos_store_now_ms();
 
-    for (size_t k = 0; k < r.n; k++) {
-        const char *tid = ids[(start + k) % r.n];
-        cl->e = e;
-        cl->w = w;
-        cl->tenant_id = tid;
-        cl->now = aos_store_now_ms();
-        rc = aos_store_transact(e->store, true, claim_events_tx, cl, err, sizeof err);
-        if (rc != AOS_DB_OK) {
-            events_clear(cl->events, &cl->nevents);
-            aos_claimed_run_clear(&cl->c);
-            if (rc != AOS_DB_UNAVAILABLE)
-                aos_err("engine: claim failed", "tenant_id", tid, "error", err, NULL);
-            return false;
-        }
-        if (!cl->found)
-            continue;
-        if (cl->nevents > 0)
-            aos_events_committed(e->events);
-        events_clear(cl->events, &cl->nevents);
-        pthread_mutex_lock(&e->lock);
-        snprintf(e->rr_last, sizeof e->rr_last, "%s", tid);
-        pthread_mutex_unlock(&e->lock);
-        atomic_fetch_add(&e->claims, 1);
-        if (cl->c.taken_over) {
-            atomic_fetch_add(&e->takeovers, 1);
-            aos_warn("engine: took over a run whose lease expired", "run_id", cl->c.run.id, NULL);
-        }
-        return true;
+    batch_drop_claims(b); /* an earlier try of this transaction */
+    if (b->n > 0 && ((cps = calloc(b->n, sizeof *cps)) == NULL || (days = calloc(b->n, sizeof *days)) == NULL ||
+                     (results = calloc(b->n, sizeof *results)) == NULL ||
+                     (status = calloc(b->n, sizeof *status)) == NULL || (idx = calloc(b->n, sizeof *idx)) == NULL)) {
+        aos_db_seterr(err, errlen, "out of memory");
+        rc = AOS_DB_ERROR;
+        goto out;
     }
-    return false;
+    for (size_t i = 0; i < b->n; i++) {
+        struct cp_item *it = b->items[i];
+        item_reset(it);
+        if (it->op == OP_RELEASE) {
+            rc = aos_store_run_release(tx, it->cp.tenant_id, it->cp.run_id, it->cp.worker_id, &it->result, err,
+                                       errlen);
+            if (rc != AOS_DB_OK)
+                goto out;
+            continue;
+        }
+        cps[m] = &it->cp;
+        days[m] = it->day;
+        idx[m++] = i;
+    }
+    /* Every checkpoint of the batch at once (PostgreSQL: a few statements). */
+    if ((rc = aos_store_checkpoints(tx, cps, days, m, results, status, err, errlen)) != AOS_DB_OK)
+        goto out;
+    for (size_t j = 0; j < m; j++) {
+        struct cp_item *it = b->items[idx[j]];
+        it->result = results[j];
+        memcpy(it->status, status[j], sizeof it->status);
+        if ((rc = apply_item(b->e, tx, it)) != AOS_DB_OK) {
+            aos_db_seterr(err, errlen, "%s", it->err);
+            goto out;
+        }
+    }
+    if (b->want > 0 && (rc = claim_some(tx, b, err, errlen)) != AOS_DB_OK)
+        goto out;
+    /* Events last: on PostgreSQL the event lock is held from here to the commit. */
+    for (size_t i = 0; i < b->n; i++) {
+        struct cp_item *it = b->items[i];
+        if (it->result != AOS_CP_OK || it->nevents == 0)
+            continue;
+        if ((rc = event_batch_add(b->e, &eb, it->cp.tenant_id, it->cp.run_id, it->events, it->nevents, now, err,
+                                  errlen)) != AOS_DB_OK)
+            goto out;
+    }
+    for (size_t i = 0; i < b->nclaimed; i++) {
+        struct claim *cl = &b->claimed[i]->cl;
+        if ((rc = event_batch_add(b->e, &eb, cl->tenant_id, cl->c.run.id, cl->events, cl->nevents, now, err,
+                                  errlen)) != AOS_DB_OK)
+            goto out;
+    }
+    rc = aos_store_events_insert_many(tx, eb.rows, eb.n, err, errlen);
+out:
+    event_batch_free(&eb);
+    free(cps);
+    free(days);
+    free(results);
+    free(status);
+    free(idx);
+    return rc;
+}
+
+/* Sorting by tenant makes every batch take tenant locks (budget checks on
+ * PostgreSQL) in one order: two nodes' batches cannot deadlock. */
+static int by_tenant(const void *a, const void *b)
+{
+    const struct cp_item *x = *(const struct cp_item *const *)a, *y = *(const struct cp_item *const *)b;
+    return strcmp(x->cp.tenant_id, y->cp.tenant_id);
+}
+
+/* One transaction for the items and b->want claims; sets every item's rc.
+ * Claims are in b->claimed when it committed. */
+static void commit_batch(struct batch *b)
+{
+    struct aos_engine *e = b->e;
+    char err[ERR_LEN] = "";
+    int rc;
+
+    if (b->n > 1)
+        qsort(b->items, b->n, sizeof *b->items, by_tenant);
+    rc = aos_store_transact(e->store, true, batch_tx, b, err, sizeof err);
+    if (rc != AOS_DB_OK)
+        batch_drop_claims(b);
+    if (rc != AOS_DB_OK && b->want > 0) {
+        /* Not again before the next poll: a claim that fails may fail again. */
+        e->ntenants = 0;
+        e->next_probe = aos_store_now_ms() + ms_of(e->conf.poll);
+    }
+    if (rc != AOS_DB_OK && b->want > 0 && rc != AOS_DB_UNAVAILABLE) {
+        /* A claim must not sink the checkpoints: again without claims. */
+        if (b->n == 0)
+            aos_err("engine: claim failed", "error", err, NULL);
+        else
+            aos_warn("engine: a group commit with claims failed; its checkpoints go again without them", "error",
+                     err, NULL);
+        b->want = 0;
+        if (b->n > 0)
+            commit_batch(b);
+        return;
+    }
+    if (rc == AOS_DB_OK) {
+        bool checkpoints = false, any_events = b->nclaimed > 0;
+        for (size_t i = 0; i < b->n; i++) {
+            struct cp_item *it = b->items[i];
+            it->rc = AOS_DB_OK;
+            if (it->op == OP_CHECKPOINT)
+                checkpoints = true;
+            if (it->result == AOS_CP_OK && it->op == OP_CHECKPOINT) {
+                atomic_fetch_add(&e->checkpoints, 1);
+                any_events = any_events || it->nevents > 0;
+            }
+        }
+        if (checkpoints)
+            atomic_fetch_add(&e->commits, 1);
+        if (any_events)
+            aos_events_committed(e->events);
+    } else if (b->n > 1 && rc != AOS_DB_UNAVAILABLE) {
+        /* One bad checkpoint must not sink its batch: each on its own. */
+        struct cp_item **all = b->items;
+        size_t n = b->n;
+        for (size_t i = 0; i < n; i++) {
+            struct batch one = {e, &all[i], 1, 0, false, NULL, NULL, 0};
+            commit_batch(&one);
+        }
+    } else {
+        for (size_t i = 0; i < b->n; i++) {
+            b->items[i]->rc = rc;
+            if (b->items[i]->err[0] == '\0')
+                snprintf(b->items[i]->err, sizeof b->items[i]->err, "%s", err);
+        }
+    }
+}
+
+/* After the commit: where each item's flight goes next. */
+static void item_done(struct aos_engine *e, struct cp_item *it)
+{
+    struct flight *f = it->f;
+    struct aos_run *run = &f->cl.c.run;
+
+    events_clear(it->events, &it->nevents);
+    if (it->op == OP_RELEASE) {
+        flight_end(e, f);
+        return;
+    }
+    if (it->rc != AOS_DB_OK) {
+        aos_err("engine: checkpoint failed; the run resumes from its last checkpoint when its lease expires",
+                "run_id", run->id, "error", it->err, NULL);
+    } else if (it->result == AOS_CP_LEASE_LOST) {
+        atomic_fetch_add(&e->lease_lost, 1);
+        aos_warn("engine: lost the lease of a run; its step result is dropped", "run_id", run->id, NULL);
+    } else if (strcmp(it->status, "running") == 0) {
+        free(run->state);
+        run->state = f->result_text; /* CONTINUE: the new state */
+        f->result_text = NULL;
+        run->next_step++;
+        run->attempt = 0;
+        make_ready(e, f);
+        return;
+    }
+    flight_end(e, f);
+}
+
+/* A store outage: the checkpoint is tried again with backoff while our
+ * lease may still hold (if the first try did commit, the retry finds the
+ * step done and reports a lost lease, and the run resumes from the store).
+ * False when it is given up. */
+static bool defer_item(struct aos_engine *e, struct cp_item *it, int64_t now)
+{
+    it->retry_wait = it->retry_wait == 0 ? RETRY_FIRST_MS : it->retry_wait * 2;
+    if (it->retry_wait > ms_of(e->conf.lease))
+        return false;
+    if (it->op == OP_CHECKPOINT)
+        aos_warn("engine: checkpoint not written, retrying", "run_id", it->cp.run_id, "error", it->err, NULL);
+    it->retry_at = now + it->retry_wait;
+    return true;
+}
+
+static void *committer_main(void *arg)
+{
+    struct aos_engine *e = arg;
+    size_t max = (size_t)e->conf.checkpoint_batch;
+    struct cp_item **items = calloc(max, sizeof *items);
+    struct flight **claimed = calloc(e->max_flights, sizeof *claimed);
+    struct cp_item *deferred = NULL; /* waiting for retry_at */
+    int64_t window_us = (int64_t)(e->conf.checkpoint_window * 1e6);
+
+    if (items == NULL || claimed == NULL) {
+        aos_err("engine: out of memory starting the committer", NULL);
+        free(items);
+        free(claimed);
+        return NULL;
+    }
+    pthread_mutex_lock(&e->cp_lock);
+    for (;;) {
+        int64_t now = aos_store_now_ms(), until = now + ms_of(e->conf.poll);
+        size_t want = 0;
+        bool due = false;
+
+        for (struct cp_item *d = deferred; d != NULL; d = d->next) {
+            if (d->retry_at <= now)
+                due = true;
+            else if (d->retry_at < until)
+                until = d->retry_at;
+        }
+        if (e->queue_head == NULL && !due) {
+            if (e->committer_stop && deferred == NULL && atomic_load(&e->nflights) == 0)
+                break;
+            want = claims_wanted(e);
+            if (want == 0 || (!e->wake_pending && now < e->next_probe && e->ntenants == 0)) {
+                struct timespec ts;
+                if (want > 0 && e->next_probe < until)
+                    until = e->next_probe;
+                timespec_in_ms(&ts, until - now > 0 ? until - now : 0);
+                pthread_cond_timedwait(&e->cp_ready, &e->cp_lock, &ts);
+                continue;
+            }
+        }
+        /* Group commit: if the batch is not full, give the workers
+         * executing a step the window to join it -- only then, so a lone
+         * step on an idle node commits at once. */
+        if (e->queued < max && window_us > 0 && atomic_load(&e->nexec) > 0) {
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            ts.tv_nsec += (long)(window_us * 1000);
+            while (ts.tv_nsec >= 1000000000L) {
+                ts.tv_sec++;
+                ts.tv_nsec -= 1000000000L;
+            }
+            while (e->queued < max && atomic_load(&e->nexec) > 0 &&
+                   pthread_cond_timedwait(&e->cp_ready, &e->cp_lock, &ts) == 0)
+                ;
+        }
+        size_t n = 0;
+        for (struct cp_item **d = &deferred; *d != NULL && n < max;) {
+            if ((*d)->retry_at <= now) {
+                items[n++] = *d;
+                *d = (*d)->next;
+            } else {
+                d = &(*d)->next;
+            }
+        }
+        while (e->queue_head != NULL && n < max) {
+            items[n++] = e->queue_head;
+            e->queue_head = e->queue_head->next;
+            e->queued--;
+        }
+        if (e->queue_head == NULL)
+            e->queue_tail = NULL;
+        want = claims_wanted(e);
+        bool may_probe = e->wake_pending || now >= e->next_probe;
+        if (want > 0 && e->wake_pending) {
+            e->ntenants = 0; /* runs were queued: read the tenants again */
+            e->wake_pending = false;
+        }
+        pthread_mutex_unlock(&e->cp_lock);
+
+        if (want > 0)
+            atomic_store(&e->starved, 0);
+        struct batch b = {e, items, n, want, may_probe, NULL, claimed, 0};
+        if (b.want > 0 && n == 0 && e->ntenants == 0) {
+            /* Nothing to commit: look at the queue in a read transaction
+             * first, so an idle node takes no write lock. */
+            char err[ERR_LEN];
+            int rc = aos_store_transact(e->store, false, probe_tx, e, err, sizeof err);
+            if (rc != AOS_DB_OK) {
+                if (rc != AOS_DB_UNAVAILABLE)
+                    aos_err("engine: cannot read the queue", "error", err, NULL);
+                e->ntenants = 0;
+                e->next_probe = now + ms_of(e->conf.poll);
+            }
+            if (e->ntenants == 0)
+                b.want = 0;
+            b.may_probe = false;
+        }
+        if (b.want > 0 && (b.rt = aos_runtime_acquire()) == NULL)
+            b.want = 0;
+        if (n > 0 || b.want > 0)
+            commit_batch(&b);
+        for (size_t i = 0; i < b.nclaimed; i++) {
+            struct flight *f = claimed[i];
+            atomic_fetch_add(&e->claims, 1);
+            if (f->cl.c.taken_over) {
+                atomic_fetch_add(&e->takeovers, 1);
+                aos_warn("engine: took over a run whose lease expired", "run_id", f->cl.c.run.id, NULL);
+            }
+            events_clear(f->cl.events, &f->cl.nevents);
+            if (!f->cl.runnable) {
+                flight_free(f);
+                continue;
+            }
+            f->rt = rt_ref(b.rt);
+            flight_add(e, f);
+            make_ready(e, f);
+        }
+        b.nclaimed = 0;
+        if (b.rt != NULL)
+            aos_runtime_release(b.rt);
+        now = aos_store_now_ms();
+        for (size_t i = 0; i < n; i++) {
+            struct cp_item *it = items[i];
+            if ((it->rc == AOS_DB_UNAVAILABLE || it->rc == AOS_DB_RETRY) && defer_item(e, it, now)) {
+                it->next = deferred;
+                deferred = it;
+                continue;
+            }
+            item_done(e, it);
+        }
+        pthread_mutex_lock(&e->cp_lock);
+    }
+    pthread_mutex_unlock(&e->cp_lock);
+    free(items);
+    free(claimed);
+    return NULL;
 }
 
 /* ------------------------------------------------------------ executing */
-
-static void set_inflight(struct worker *w, const char *tenant_id, const char *run_id, bool active)
-{
-    pthread_mutex_lock(&w->e->lock);
-    w->active = active;
-    if (active) {
-        snprintf(w->tenant_id, sizeof w->tenant_id, "%s", tenant_id);
-        snprintf(w->run_id, sizeof w->run_id, "%s", run_id);
-        w->step_started = aos_store_now_ms();
-    }
-    pthread_mutex_unlock(&w->e->lock);
-}
 
 static char *dup_buf(const struct aos_buf *b)
 {
@@ -725,203 +1167,175 @@ static char *dup_buf(const struct aos_buf *b)
     return s;
 }
 
-/* Executes steps of a claimed run until it leaves `running`. */
-static void execute(struct aos_engine *e, struct worker *w, struct claim *cl)
+/* Executes the flight's next step and hands its checkpoint to the
+ * committer (without waiting for it). */
+static void execute_step(struct aos_engine *e, struct flight *f)
 {
+    struct claim *cl = &f->cl;
     struct aos_claimed_run *c = &cl->c;
     struct aos_run *run = &c->run;
-    char key[AOS_ID_LEN + 24], perr[ERR_LEN], failmsg[ERR_LEN + 64];
-    bool first = true;
+    struct cp_item *it = &f->it;
+    char key[AOS_ID_LEN + 24];
+    struct aos_step_result res;
+    const char *input = run->stage > 0 && run->output != NULL ? run->output : run->input;
 
-    for (;;) {
-        struct aos_step_result res;
-        struct cp_item it;
-        char *result_text = NULL;
-        const char *input = run->stage > 0 && run->output != NULL ? run->output : run->input;
+    snprintf(key, sizeof key, "%s:%" PRId64, run->id, run->next_step);
+    struct aos_step_input in = {
+        .size = sizeof in,
+        .run_id = run->id,
+        .tenant_id = run->tenant_id,
+        .step_index = (uint32_t)run->next_step,
+        .attempt = (uint32_t)(run->attempt + 1),
+        .idempotency_key = key,
+        .input = input,
+        .input_len = strlen(input),
+        .state = run->state,
+        .state_len = run->state != NULL ? strlen(run->state) : 0,
+        .decision = f->first ? c->decision : NULL,
+        .decision_len = f->first && c->decision != NULL ? strlen(c->decision) : 0,
+        .config = c->agent.config != NULL ? c->agent.config : "{}",
+        .config_len = strlen(c->agent.config != NULL ? c->agent.config : "{}"),
+        .agent_id = c->agent.id,
+        .agent_name = c->agent.name,
+    };
+    f->perr[0] = '\0';
+    int64_t started = aos_store_now_ms();
+    int prc = aos_plugin_agent_step(cl->plugin, &in, &res, f->perr, sizeof f->perr);
+    int64_t finished = aos_store_now_ms();
 
-        snprintf(key, sizeof key, "%s:%" PRId64, run->id, run->next_step);
-        struct aos_step_input in = {
-            .size = sizeof in,
-            .run_id = run->id,
-            .tenant_id = run->tenant_id,
-            .step_index = (uint32_t)run->next_step,
-            .attempt = (uint32_t)(run->attempt + 1),
-            .idempotency_key = key,
-            .input = input,
-            .input_len = strlen(input),
-            .state = run->state,
-            .state_len = run->state != NULL ? strlen(run->state) : 0,
-            .decision = first ? c->decision : NULL,
-            .decision_len = first && c->decision != NULL ? strlen(c->decision) : 0,
-            .config = c->agent.config != NULL ? c->agent.config : "{}",
-            .config_len = strlen(c->agent.config != NULL ? c->agent.config : "{}"),
-            .agent_id = c->agent.id,
-            .agent_name = c->agent.name,
-        };
-        set_inflight(w, run->tenant_id, run->id, true);
-        int64_t started = aos_store_now_ms();
-        int prc = aos_plugin_agent_step(cl->plugin, &in, &res, perr, sizeof perr);
-        int64_t finished = aos_store_now_ms();
-        atomic_fetch_add(&e->steps, 1);
+    pthread_mutex_lock(&e->lock);
+    f->executing = false;
+    atomic_fetch_sub(&e->nexec, 1);
+    pthread_mutex_unlock(&e->lock);
+    atomic_fetch_add(&e->steps, 1);
+    f->first = false;
 
-        memset(&it, 0, sizeof it);
-        it.cp.tenant_id = run->tenant_id;
-        it.cp.run_id = run->id;
-        it.cp.worker_id = w->id;
-        it.cp.agent_id = c->agent.id;
-        it.cp.seq = run->next_step;
-        it.cp.attempt = run->attempt + 1;
-        it.cp.started_at = started;
-        it.cp.finished_at = finished;
-        it.agent_name = c->agent.name;
-        aos_store_day(finished, it.day);
-        it.limits = cl->limits;
-        it.reserve_tokens = cl->reserve_tokens;
-        it.reserve_micro_usd = cl->reserve_micro_usd;
-        if (prc == 0) {
-            it.cp.tokens_in = (int64_t)(res.tokens_in > INT64_MAX / 4 ? INT64_MAX / 4 : res.tokens_in);
-            it.cp.tokens_out = (int64_t)(res.tokens_out > INT64_MAX / 4 ? INT64_MAX / 4 : res.tokens_out);
-            it.cp.cost_micro_usd = (int64_t)(res.cost_micro_usd > INT64_MAX / 4 ? INT64_MAX / 4 : res.cost_micro_usd);
-        }
+    events_clear(it->events, &it->nevents);
+    memset(it, 0, sizeof *it);
+    it->f = f;
+    it->op = OP_CHECKPOINT;
+    it->cp.tenant_id = run->tenant_id;
+    it->cp.run_id = run->id;
+    it->cp.worker_id = f->owner;
+    it->cp.agent_id = c->agent.id;
+    it->cp.seq = run->next_step;
+    it->cp.attempt = run->attempt + 1;
+    it->cp.started_at = started;
+    it->cp.finished_at = finished;
+    aos_store_day(finished, it->day);
+    it->limits = cl->limits;
+    it->reserve_tokens = cl->reserve_tokens;
+    it->reserve_micro_usd = cl->reserve_micro_usd;
+    if (prc == 0) {
+        it->cp.tokens_in = (int64_t)(res.tokens_in > INT64_MAX / 4 ? INT64_MAX / 4 : res.tokens_in);
+        it->cp.tokens_out = (int64_t)(res.tokens_out > INT64_MAX / 4 ? INT64_MAX / 4 : res.tokens_out);
+        it->cp.cost_micro_usd = (int64_t)(res.cost_micro_usd > INT64_MAX / 4 ? INT64_MAX / 4 : res.cost_micro_usd);
+    }
+    free(f->result_text);
+    f->result_text = NULL;
 
-        bool transient = prc != 0 || res.status == AOS_STEP_RETRY;
-        if (transient) {
-            atomic_fetch_add(&e->retries, 1);
-            if (prc == 0)
-                snprintf(perr, sizeof perr, "the plugin asked to retry");
-            if (run->attempt + 1 >= e->conf.max_attempts) {
-                it.cp.kind = AOS_CP_FAILED;
-                snprintf(failmsg, sizeof failmsg, "step %" PRId64 " failed %d times; last: %s", run->next_step,
-                         e->conf.max_attempts, perr);
-                it.cp.error = failmsg;
-            } else {
-                it.cp.kind = AOS_CP_RETRY;
-                it.cp.error = perr;
-                it.cp.run_after = finished + backoff_ms(&e->conf, run->attempt,
-                                                        prc == 0 ? (int64_t)res.retry_after_ms : 0);
-            }
-        } else if (res.status == AOS_STEP_FAIL) {
-            it.cp.kind = AOS_CP_FAILED;
-            it.cp.error = perr[0] != '\0' ? perr : "the step failed";
-        } else {
-            const struct aos_buf *b = res.status == AOS_STEP_CONTINUE ? &res.state : &res.output;
-            if (b->len > 0 && !json_text_valid(b->data, b->len)) {
-                it.cp.kind = AOS_CP_FAILED;
-                snprintf(perr, sizeof perr, "plugin %s returned a step result that is not JSON", c->agent.plugin);
-                it.cp.error = perr;
-            } else {
-                result_text = b->len > 0 ? dup_buf(b) : NULL;
-                it.cp.result = result_text;
-                if (res.status == AOS_STEP_CONTINUE) {
-                    it.cp.kind = AOS_CP_CONTINUE;
-                    it.cp.lease_expires = finished + ms_of(e->conf.lease);
-                    it.reserve_next = true;
-                } else if (res.status == AOS_STEP_NEEDS_APPROVAL) {
-                    it.cp.kind = AOS_CP_APPROVAL;
-                    if (it.cp.result == NULL)
-                        it.cp.result = "{}";
-                    it.cp.approval_expires = e->conf.approval_ttl > 0 ? finished + ms_of(e->conf.approval_ttl) : 0;
-                    /* observe: no action runs (the proposal is recorded and
-                     * declined); autonomous: actions run without waiting;
-                     * supervised: a person decides. */
-                    it.cp.autonomy = cl->autonomy;
-                    if (strcmp(cl->autonomy, "observe") == 0)
-                        it.cp.auto_decision = "rejected";
-                    else if (strcmp(cl->autonomy, "autonomous") == 0)
-                        it.cp.auto_decision = "approved";
-                } else {
-                    it.cp.kind = run->stage + 1 < c->stages ? AOS_CP_STAGE_DONE : AOS_CP_DONE;
-                    if (it.cp.result == NULL)
-                        it.cp.result = "null";
-                }
-            }
-        }
+    bool transient = prc != 0 || res.status == AOS_STEP_RETRY;
+    if (transient) {
+        atomic_fetch_add(&e->retries, 1);
         if (prc == 0)
-            aos_plugin_step_result_release(&res);
-
-        submit_until_known(e, &it);
-        events_clear(it.events, &it.nevents);
-        bool go_on = false;
-        if (it.rc != AOS_DB_OK) {
-            aos_err("engine: checkpoint failed; the run resumes from its last checkpoint when its lease expires",
-                    "run_id", run->id, "error", it.err, NULL);
-        } else if (it.result == AOS_CP_LEASE_LOST) {
-            atomic_fetch_add(&e->lease_lost, 1);
-            aos_warn("engine: lost the lease of a run; its step result is dropped", "run_id", run->id, NULL);
-        } else if (strcmp(it.status, "running") == 0) {
-            go_on = true;
-            free(run->state);
-            run->state = result_text; /* CONTINUE: the new state */
-            result_text = NULL;
-            run->next_step++;
-            run->attempt = 0;
+            snprintf(f->perr, sizeof f->perr, "the plugin asked to retry");
+        if (run->attempt + 1 >= e->conf.max_attempts) {
+            it->cp.kind = AOS_CP_FAILED;
+            snprintf(f->failmsg, sizeof f->failmsg, "step %" PRId64 " failed %d times; last: %s", run->next_step,
+                     e->conf.max_attempts, f->perr);
+            it->cp.error = f->failmsg;
+        } else {
+            it->cp.kind = AOS_CP_RETRY;
+            it->cp.error = f->perr;
+            it->cp.run_after =
+                finished + backoff_ms(&e->conf, run->attempt, prc == 0 ? (int64_t)res.retry_after_ms : 0);
         }
-        free(result_text);
-        first = false;
-        if (!go_on)
-            break;
-        if (atomic_load(&e->stopping)) {
-            char err[ERR_LEN];
-            int result = 0;
-            struct aos_store_tx *tx = NULL;
-            if (aos_store_begin(e->store, true, &tx, err, sizeof err) == AOS_DB_OK) {
-                if (aos_store_run_release(tx, run->tenant_id, run->id, w->id, &result, err, sizeof err) == AOS_DB_OK)
-                    aos_store_commit(tx, err, sizeof err);
-                else
-                    aos_store_rollback(tx);
+    } else if (res.status == AOS_STEP_FAIL) {
+        it->cp.kind = AOS_CP_FAILED;
+        it->cp.error = f->perr[0] != '\0' ? f->perr : "the step failed";
+    } else {
+        const struct aos_buf *b = res.status == AOS_STEP_CONTINUE ? &res.state : &res.output;
+        if (b->len > 0 && !json_text_valid(b->data, b->len)) {
+            it->cp.kind = AOS_CP_FAILED;
+            snprintf(f->perr, sizeof f->perr, "plugin %s returned a step result that is not JSON", c->agent.plugin);
+            it->cp.error = f->perr;
+        } else {
+            f->result_text = b->len > 0 ? dup_buf(b) : NULL;
+            it->cp.result = f->result_text;
+            if (res.status == AOS_STEP_CONTINUE) {
+                it->cp.kind = AOS_CP_CONTINUE;
+                it->cp.lease_expires = finished + ms_of(e->conf.lease);
+                it->reserve_next = true;
+            } else if (res.status == AOS_STEP_NEEDS_APPROVAL) {
+                it->cp.kind = AOS_CP_APPROVAL;
+                if (it->cp.result == NULL)
+                    it->cp.result = "{}";
+                it->cp.approval_expires = e->conf.approval_ttl > 0 ? finished + ms_of(e->conf.approval_ttl) : 0;
+                /* observe: no action runs (the proposal is recorded and
+                 * declined); autonomous: actions run without waiting;
+                 * supervised: a person decides. */
+                it->cp.autonomy = cl->autonomy;
+                if (strcmp(cl->autonomy, "observe") == 0)
+                    it->cp.auto_decision = "rejected";
+                else if (strcmp(cl->autonomy, "autonomous") == 0)
+                    it->cp.auto_decision = "approved";
+            } else {
+                it->cp.kind = run->stage + 1 < c->stages ? AOS_CP_STAGE_DONE : AOS_CP_DONE;
+                if (it->cp.result == NULL)
+                    it->cp.result = "null";
             }
-            break;
         }
     }
-    set_inflight(w, NULL, NULL, false);
+    if (prc == 0)
+        aos_plugin_step_result_release(&res);
+    enqueue(e, it);
 }
 
 static void *worker_main(void *arg)
 {
     struct worker *w = arg;
     struct aos_engine *e = w->e;
-    struct claim *cl = calloc(1, sizeof *cl);
 
-    if (cl == NULL) {
-        aos_err("engine: out of memory starting a worker", NULL);
-        return NULL;
-    }
-    while (!atomic_load(&e->stopping)) {
-        struct aos_runtime *rt = atomic_load(&e->enabled) ? aos_runtime_acquire() : NULL;
-        bool claimed = false;
-        if (rt != NULL) {
-            cl->rt = rt;
-            claimed = claim_next(e, w, cl);
-            if (claimed && cl->runnable) {
-                atomic_fetch_add(&e->busy, 1);
-                execute(e, w, cl);
-                atomic_fetch_sub(&e->busy, 1);
-            }
-            aos_claimed_run_clear(&cl->c);
-            aos_runtime_release(rt);
-        }
-        if (claimed)
+    pthread_mutex_lock(&e->lock);
+    for (;;) {
+        struct flight *f = e->ready_head;
+        if (f == NULL) {
+            if (atomic_load(&e->stopping))
+                break;
+            if (atomic_load(&e->nflights) > 0)
+                atomic_fetch_add(&e->starved, 1); /* runs are ours, but none ready: more would help */
+            pthread_cond_wait(&e->work, &e->lock);
             continue;
-        struct timespec ts;
-        timespec_in_ms(&ts, ms_of(e->conf.poll));
-        pthread_mutex_lock(&e->lock);
-        if (e->wake_pending == 0 && !atomic_load(&e->stopping))
-            pthread_cond_timedwait(&e->wake, &e->lock, &ts);
-        if (e->wake_pending > 0)
-            e->wake_pending--;
+        }
+        e->ready_head = f->next;
+        if (e->ready_head == NULL)
+            e->ready_tail = NULL;
+        f->next = NULL;
+        atomic_fetch_sub(&e->nready, 1);
+        if (atomic_load(&e->stopping)) {
+            /* Draining: no further step; the run goes back to the queue. */
+            pthread_mutex_unlock(&e->lock);
+            submit_release(e, f);
+            pthread_mutex_lock(&e->lock);
+            continue;
+        }
+        f->executing = true;
+        f->step_started = aos_store_now_ms();
+        atomic_fetch_add(&e->nexec, 1);
         pthread_mutex_unlock(&e->lock);
+        execute_step(e, f);
+        pthread_mutex_lock(&e->lock);
     }
-    free(cl);
+    pthread_mutex_unlock(&e->lock);
     return NULL;
 }
 
 /* ------------------------------------------------------------ keeper */
 
 struct renew_set {
-    struct aos_engine *e;
     char (*tenants)[AOS_ID_LEN];
     char (*runs)[AOS_ID_LEN];
-    const char **owners;
+    char (*owners)[AOS_WORKER_ID_LEN];
     size_t n;
     int64_t expires;
 };
@@ -938,41 +1352,43 @@ static int renew_tx(struct aos_store_tx *tx, void *arg, char *err, size_t errlen
     return AOS_DB_OK;
 }
 
-/* Renews the leases of runs whose step is within step_timeout; a step
- * past it loses its lease, so the run is retried (by whoever claims it). */
+/* Renews the leases of the runs in flight, except a step's past
+ * step_timeout: that one loses its lease, so the run is retried (by
+ * whoever claims it). */
 static void renew_leases(struct aos_engine *e)
 {
-    size_t n = e->nworkers, k = 0;
-    char (*tenants)[AOS_ID_LEN] = calloc(n, AOS_ID_LEN);
-    char (*runs)[AOS_ID_LEN] = calloc(n, AOS_ID_LEN);
-    const char **owners = calloc(n, sizeof *owners);
+    size_t n, k = 0;
+    char (*tenants)[AOS_ID_LEN] = NULL;
+    char (*runs)[AOS_ID_LEN] = NULL;
+    char (*owners)[AOS_WORKER_ID_LEN] = NULL;
     int64_t now = aos_store_now_ms();
     char err[ERR_LEN];
 
-    if (tenants == NULL || runs == NULL || owners == NULL)
-        goto out;
     pthread_mutex_lock(&e->lock);
-    for (size_t i = 0; i < n; i++) {
-        struct worker *w = &e->workers[i];
-        if (!w->active)
-            continue;
-        if (now - w->step_started > ms_of(e->conf.step_timeout)) {
+    n = atomic_load(&e->nflights);
+    if (n > 0) {
+        tenants = calloc(n, AOS_ID_LEN);
+        runs = calloc(n, AOS_ID_LEN);
+        owners = calloc(n, AOS_WORKER_ID_LEN);
+    }
+    for (struct flight *f = e->flights; f != NULL && tenants != NULL && runs != NULL && owners != NULL && k < n;
+         f = f->all_next) {
+        if (f->executing && now - f->step_started > ms_of(e->conf.step_timeout)) {
             aos_warn("engine: step exceeded engine.step_timeout; its lease will lapse and the step be retried",
-                     "run_id", w->run_id, NULL);
+                     "run_id", f->cl.c.run.id, NULL);
             continue;
         }
-        memcpy(tenants[k], w->tenant_id, AOS_ID_LEN);
-        memcpy(runs[k], w->run_id, AOS_ID_LEN);
-        owners[k] = w->id;
+        memcpy(tenants[k], f->cl.c.run.tenant_id, AOS_ID_LEN);
+        memcpy(runs[k], f->cl.c.run.id, AOS_ID_LEN);
+        memcpy(owners[k], f->owner, AOS_WORKER_ID_LEN);
         k++;
     }
     pthread_mutex_unlock(&e->lock);
     if (k > 0) {
-        struct renew_set r = {e, tenants, runs, owners, k, now + ms_of(e->conf.lease)};
+        struct renew_set r = {tenants, runs, owners, k, now + ms_of(e->conf.lease)};
         if (aos_store_transact(e->store, true, renew_tx, &r, err, sizeof err) != AOS_DB_OK)
             aos_warn("engine: lease renewal failed", "error", err, NULL);
     }
-out:
     free(tenants);
     free(runs);
     free(owners);
@@ -1022,7 +1438,7 @@ static void *keeper_main(void *arg)
 
     if (renew_every < 100)
         renew_every = 100;
-    while (!atomic_load(&e->stopping) || atomic_load(&e->busy) > 0) {
+    while (!atomic_load(&e->stopping) || atomic_load(&e->nflights) > 0) {
         int64_t now = aos_store_now_ms();
         if (!atomic_load(&e->enabled))
             goto wait;
@@ -1057,12 +1473,13 @@ static void *keeper_main(void *arg)
         struct timespec ts;
         timespec_in_ms(&ts, 100);
         pthread_mutex_lock(&e->lock);
-        if (!atomic_load(&e->stopping))
-            pthread_cond_timedwait(&e->wake, &e->lock, &ts);
+        /* Draining, it still renews the leases of the flights left. */
+        pthread_cond_timedwait(&e->keeper_cv, &e->lock, &ts);
         pthread_mutex_unlock(&e->lock);
     }
     return NULL;
 }
+
 
 /* ------------------------------------------------------------ life */
 
@@ -1082,15 +1499,20 @@ struct aos_engine *aos_engine_start(const struct aos_conf_engine *conf, struct a
     e->pii = pii;
     e->events = events;
     pthread_mutex_init(&e->lock, NULL);
-    pthread_cond_init(&e->wake, NULL);
+    pthread_cond_init(&e->work, NULL);
+    pthread_cond_init(&e->keeper_cv, NULL);
     pthread_mutex_init(&e->cp_lock, NULL);
     pthread_cond_init(&e->cp_ready, NULL);
-    pthread_cond_init(&e->cp_done, NULL);
     if (conf->workers == 0)
         return e;
     gethostname(host, sizeof host - 1);
+    /* Unique across nodes and restarts: a restarted node must not mistake
+     * its predecessor's leases for its own. */
+    snprintf(e->node_id, sizeof e->node_id, "%.30s:%ld:%" PRId64, host, (long)getpid(), aos_store_now_ms());
     e->nworkers = (size_t)conf->workers;
-    if ((e->workers = calloc(e->nworkers, sizeof *e->workers)) == NULL) {
+    e->max_flights = conf->checkpoint_batch > conf->workers ? (size_t)conf->checkpoint_batch : e->nworkers;
+    if ((e->workers = calloc(e->nworkers, sizeof *e->workers)) == NULL ||
+        (e->tenants = calloc(READY_TENANTS_MAX, sizeof *e->tenants)) == NULL) {
         snprintf(err, errlen, "out of memory");
         goto fail;
     }
@@ -1102,9 +1524,6 @@ struct aos_engine *aos_engine_start(const struct aos_conf_engine *conf, struct a
     for (size_t i = 0; i < e->nworkers; i++) {
         struct worker *w = &e->workers[i];
         w->e = e;
-        /* Unique across nodes and restarts: a restarted node must not
-         * mistake its predecessor's leases for its own. */
-        snprintf(w->id, sizeof w->id, "%.30s:%ld:%" PRId64 ":%zu", host, (long)getpid(), aos_store_now_ms(), i);
         if (pthread_create(&w->thread, NULL, worker_main, w) != 0) {
             snprintf(err, errlen, "cannot start engine worker %zu", i);
             goto fail;
@@ -1135,41 +1554,55 @@ void aos_engine_drain(struct aos_engine *e)
 {
     if (e == NULL)
         return;
-    atomic_store(&e->stopping, true);
+    /* Under the lock: a flight is either queued before the workers see
+     * `stopping` (and released by them) or released by make_ready. */
     pthread_mutex_lock(&e->lock);
-    pthread_cond_broadcast(&e->wake);
+    atomic_store(&e->stopping, true);
+    pthread_cond_broadcast(&e->work);
+    pthread_cond_broadcast(&e->keeper_cv);
     pthread_mutex_unlock(&e->lock);
+    pthread_mutex_lock(&e->cp_lock);
+    pthread_cond_signal(&e->cp_ready);
+    pthread_mutex_unlock(&e->cp_lock);
 }
 
 void aos_engine_wake(struct aos_engine *e)
 {
     if (e == NULL)
         return;
-    pthread_mutex_lock(&e->lock);
-    e->wake_pending++;
-    pthread_cond_signal(&e->wake);
-    pthread_mutex_unlock(&e->lock);
+    pthread_mutex_lock(&e->cp_lock);
+    e->wake_pending = true;
+    pthread_cond_signal(&e->cp_ready);
+    pthread_mutex_unlock(&e->cp_lock);
 }
 
 void aos_engine_stop(struct aos_engine *e, double timeout_s)
 {
     bool stragglers = false;
+    struct timespec ts;
 
     if (e == NULL)
         return;
-    atomic_store(&e->stopping, true);
-    pthread_mutex_lock(&e->lock);
-    pthread_cond_broadcast(&e->wake);
-    pthread_mutex_unlock(&e->lock);
+    aos_engine_drain(e);
+    timespec_in_ms(&ts, ms_of(timeout_s > 0 ? timeout_s : 0.001));
     for (size_t i = 0; i < e->nworkers; i++) {
         struct worker *w = &e->workers[i];
         if (!w->started)
             continue;
-        struct timespec ts;
-        timespec_in_ms(&ts, ms_of(timeout_s > 0 ? timeout_s : 0.001));
         if (pthread_timedjoin_np(w->thread, NULL, &ts) != 0) {
             stragglers = true; /* a step that would not finish: its lease lapses */
             pthread_detach(w->thread);
+        }
+    }
+    if (e->committer_started && !stragglers) {
+        /* The checkpoints of the last steps, and the releases. */
+        pthread_mutex_lock(&e->cp_lock);
+        e->committer_stop = true;
+        pthread_cond_signal(&e->cp_ready);
+        pthread_mutex_unlock(&e->cp_lock);
+        if (pthread_timedjoin_np(e->committer, NULL, &ts) != 0) {
+            stragglers = true; /* the store is down: the leases lapse */
+            pthread_detach(e->committer);
         }
     }
     if (stragglers) {
@@ -1182,19 +1615,13 @@ void aos_engine_stop(struct aos_engine *e, double timeout_s)
     }
     if (e->keeper_started)
         pthread_join(e->keeper, NULL);
-    if (e->committer_started) {
-        pthread_mutex_lock(&e->cp_lock);
-        e->committer_stop = true;
-        pthread_cond_signal(&e->cp_ready);
-        pthread_mutex_unlock(&e->cp_lock);
-        pthread_join(e->committer, NULL);
-    }
     free(e->workers);
+    free(e->tenants);
     pthread_mutex_destroy(&e->lock);
-    pthread_cond_destroy(&e->wake);
+    pthread_cond_destroy(&e->work);
+    pthread_cond_destroy(&e->keeper_cv);
     pthread_mutex_destroy(&e->cp_lock);
     pthread_cond_destroy(&e->cp_ready);
-    pthread_cond_destroy(&e->cp_done);
     free(e);
 }
 
@@ -1210,6 +1637,6 @@ void aos_engine_get_stats(struct aos_engine *e, struct aos_engine_stats *out)
     out->lease_lost = atomic_load(&e->lease_lost);
     out->claims = atomic_load(&e->claims);
     out->takeovers = atomic_load(&e->takeovers);
-    out->busy = atomic_load(&e->busy);
+    out->busy = (unsigned)atomic_load(&e->nexec);
     out->workers = (unsigned)e->nworkers;
 }

@@ -3,12 +3,14 @@
  * store-backed queue, execute their steps through agent plugins, and
  * checkpoint every step by group commit.
  *
- * Threads: `engine.workers` workers (each executes one run at a time: a
- * plugin's step() blocks its worker only), one committer (the group commit
- * of checkpoints: one transaction for every checkpoint pending within
- * engine.checkpoint_window, up to engine.checkpoint_batch), one keeper
- * (renews the leases of runs in flight, expires approvals, prunes finished
- * runs).  None of them touches an HTTP loop.
+ * Threads: `engine.workers` workers (each executes one step at a time: a
+ * plugin's step() blocks its worker only; between steps a worker takes
+ * whichever claimed run is ready, so it keeps several runs in flight), one
+ * committer (the group commit of checkpoints: one transaction for every
+ * checkpoint pending within engine.checkpoint_window, up to
+ * engine.checkpoint_batch, which also claims the runs the workers need
+ * next), one keeper (renews the leases of runs in flight, expires
+ * approvals, prunes finished runs).  None of them touches an HTTP loop.
  *
  * Guarantees (see store/runs.h): a step whose checkpoint committed is
  * never executed again; a step executed but not checkpointed (crash, lost

@@ -7,6 +7,7 @@
  */
 #include "store/events.h"
 
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -213,6 +214,117 @@ int aos_store_event_insert(struct aos_store_tx *tx, const char *tenant_id, const
     if (rc == AOS_DB_OK && id_out != NULL)
         *id_out = aos_db_result_int(res, 0, 0);
     aos_db_result_free(res);
+    return rc;
+}
+
+/* ids are drawn in the ORDER BY, i.e. in array order. */
+static const char SQL_EVENT_INSERT_MANY_PG[] =
+    "INSERT INTO events (tenant_id, type, run_id, payload, created_at) SELECT c.tid, c.ty, c.rid, c.p, c.at "
+    "FROM ROWS FROM (jsonb_to_recordset(CAST($1 AS jsonb)) AS (tid uuid, ty text, rid uuid, p jsonb, at bigint)) "
+    "WITH ORDINALITY AS c(tid, ty, rid, p, at, ord) ORDER BY c.ord";
+
+struct textbuf {
+    char *p;
+    size_t len, cap;
+    bool oom;
+};
+
+static void tb_add(struct textbuf *b, const char *s, size_t n)
+{
+    if (b->oom)
+        return;
+    if (b->len + n + 1 > b->cap) {
+        size_t cap = b->cap > 0 ? b->cap : 4096;
+        while (cap < b->len + n + 1)
+            cap *= 2;
+        char *p = realloc(b->p, cap);
+        if (p == NULL) {
+            b->oom = true;
+            return;
+        }
+        b->p = p;
+        b->cap = cap;
+    }
+    memcpy(b->p + b->len, s, n);
+    b->len += n;
+    b->p[b->len] = '\0';
+}
+
+static void tb_s(struct textbuf *b, const char *s) { tb_add(b, s, strlen(s)); }
+
+int aos_store_events_insert_many(struct aos_store_tx *tx, const struct aos_event_new *ev, size_t n, char *err,
+                                 size_t errlen)
+{
+    struct textbuf b = {0};
+    int rc = AOS_DB_OK;
+
+    if (n == 0)
+        return AOS_DB_OK;
+    if (!aos_store_is_pgsql(aos_store_tx_store(tx)) || n == 1) {
+        for (size_t i = 0; i < n && rc == AOS_DB_OK; i++)
+            rc = aos_store_event_insert(tx, ev[i].tenant_id, ev[i].type, ev[i].run_id, ev[i].payload,
+                                        ev[i].created_at, NULL, err, errlen);
+        return rc;
+    }
+    /* One JSON document: every part below is validated first (ids in
+     * canonical form, types of [A-Za-z0-9._:-], payloads JSON objects), so
+     * nothing needs escaping. */
+    tb_s(&b, "[");
+    for (size_t i = 0; i < n; i++) {
+        char tid[AOS_ID_LEN], rid[AOS_ID_LEN], at[24];
+        const char *payload = ev[i].payload != NULL ? ev[i].payload : "{}";
+
+        if (!aos_store_id_norm(ev[i].tenant_id, tid)) {
+            aos_db_seterr(err, errlen, "no such tenant");
+            rc = AOS_DB_CONSTRAINT;
+            goto out;
+        }
+        if (!aos_store_event_type_valid(ev[i].type)) {
+            aos_db_seterr(err, errlen, "event type must be 1 to %d characters of A-Z a-z 0-9 . _ : -",
+                          AOS_EVENT_TYPE_MAX);
+            rc = AOS_DB_CONSTRAINT;
+            goto out;
+        }
+        if (ev[i].run_id != NULL && !aos_store_id_norm(ev[i].run_id, rid)) {
+            aos_db_seterr(err, errlen, "event run id must be a UUID");
+            rc = AOS_DB_CONSTRAINT;
+            goto out;
+        }
+        if (!aos_store_json_object_valid(payload)) {
+            aos_db_seterr(err, errlen, "event payload must be a JSON object");
+            rc = AOS_DB_CONSTRAINT;
+            goto out;
+        }
+        snprintf(at, sizeof at, "%" PRId64, ev[i].created_at);
+        tb_s(&b, i > 0 ? ",{\"tid\":\"" : "{\"tid\":\"");
+        tb_s(&b, tid);
+        tb_s(&b, "\",\"ty\":\"");
+        tb_s(&b, ev[i].type);
+        if (ev[i].run_id != NULL) {
+            tb_s(&b, "\",\"rid\":\"");
+            tb_s(&b, rid);
+            tb_s(&b, "\",\"at\":");
+        } else {
+            tb_s(&b, "\",\"rid\":null,\"at\":");
+        }
+        tb_s(&b, at);
+        tb_s(&b, ",\"p\":");
+        tb_s(&b, payload);
+        tb_s(&b, "}");
+    }
+    tb_s(&b, "]");
+    if (b.oom) {
+        aos_db_seterr(err, errlen, "out of memory");
+        rc = AOS_DB_ERROR;
+        goto out;
+    }
+    /* The event lock once for the batch (see store/events.h). */
+    if ((rc = aos_store_exec(tx, SQL_EVENT_LOCK_PG, NULL, 0, NULL, err, errlen)) != AOS_DB_OK)
+        goto out;
+    struct aos_db_param p[] = {AOS_DB_P_TEXTN(b.p, b.len)};
+    rc = aos_store_exec(tx, SQL_EVENT_INSERT_MANY_PG, p, NPARAMS(p), NULL, err, errlen);
+out:
+    free(b.p);
     return rc;
 }
 

@@ -78,6 +78,21 @@ int aos_store_event_insert(struct aos_store_tx *tx, const char *tenant_id, const
                            const char *run_id, const char *payload, int64_t created_at, int64_t *id_out,
                            char *err, size_t errlen);
 
+/* Several events in one call, ids in array order (each as for
+ * aos_store_event_insert; ids are not returned).  On PostgreSQL one
+ * advisory lock and one INSERT for all of them: two statements whatever
+ * n.  Any malformed event fails the call (CONSTRAINT) before anything is
+ * written. */
+struct aos_event_new {
+    const char *tenant_id;
+    const char *type;
+    const char *run_id; /* NULL: none */
+    const char *payload; /* JSON object text; NULL = "{}" */
+    int64_t created_at;
+};
+int aos_store_events_insert_many(struct aos_store_tx *tx, const struct aos_event_new *ev, size_t n, char *err,
+                                 size_t errlen);
+
 /* One page of the tenant's events with id > after_id, OLDEST first,
  * passing filter (NULL = all).  limit 1..1000.  *more is set when further
  * matching events exist (the caller's next cursor is then the last id of

@@ -924,6 +924,21 @@ static const char SQL_RUN_CLEAR_RESERVATION[] =
     "UPDATE runs SET reserved_day = NULL, reserved_agent_id = NULL, reserved_tokens = 0, reserved_micro_usd = 0 "
     "WHERE tenant_id = $1 AND id = $2";
 
+/* Gives back a reservation whose row values the caller has read. */
+static int release_known(struct aos_store_tx *tx, const char *tid, const char *rid, const char *day, const char *agent,
+                         int64_t tokens, int64_t micro_usd, char *err, size_t errlen)
+{
+    int rc;
+    if (agent != NULL && agent[0] != '\0') {
+        struct aos_db_param pr[] = {AOS_DB_P_TEXT(tid),   AOS_DB_P_TEXT(day),       AOS_DB_P_TEXT(agent),
+                                    AOS_DB_P_INT(tokens), AOS_DB_P_INT(micro_usd), AOS_DB_P_INT(aos_store_now_ms())};
+        if ((rc = aos_store_exec(tx, SQL_USAGE_RELEASE, pr, NP(pr), NULL, err, errlen)) != AOS_DB_OK)
+            return rc;
+    }
+    struct aos_db_param p[] = {AOS_DB_P_TEXT(tid), AOS_DB_P_TEXT(rid)};
+    return aos_store_exec(tx, SQL_RUN_CLEAR_RESERVATION, p, NP(p), NULL, err, errlen);
+}
+
 /* Gives back the budget reservation a run holds, if any: whatever ends or
  * parks a run must call this, or the reservation would shrink the budget
  * for good.  day_out (may be NULL) receives the reservation's day, or "". */
@@ -1007,6 +1022,39 @@ static const char *const outcome_names[] = {
     [AOS_CP_CONTINUE] = "continue", [AOS_CP_STAGE_DONE] = "done", [AOS_CP_DONE] = "done",
     [AOS_CP_APPROVAL] = "needs_approval", [AOS_CP_FAILED] = "failed", [AOS_CP_RETRY] = NULL,
 };
+
+/* The approval of an APPROVAL checkpoint: decided at once by the autonomy
+ * mode, or pending.  cp->approval_id receives its id. */
+static int insert_approval(struct aos_store_tx *tx, struct aos_checkpoint *cp, const char *tid, const char *rid,
+                           const char *created_by, int64_t now, char *err, size_t errlen)
+{
+    aos_store_id_new(cp->approval_id);
+    if (cp->auto_decision != NULL) {
+        char by[40], comment[64];
+        snprintf(by, sizeof by, "autonomy:%s", cp->autonomy != NULL ? cp->autonomy : "?");
+        snprintf(comment, sizeof comment, "decided by the %s autonomy mode", cp->autonomy != NULL ? cp->autonomy : "?");
+        struct aos_db_param pa[] = {AOS_DB_P_TEXT(cp->approval_id),
+                                    AOS_DB_P_TEXT(tid),
+                                    AOS_DB_P_TEXT(rid),
+                                    AOS_DB_P_INT(cp->seq),
+                                    AOS_DB_P_TEXT(cp->result != NULL ? cp->result : "{}"),
+                                    AOS_DB_P_TEXT(cp->auto_decision),
+                                    AOS_DB_P_TEXT(created_by != NULL ? created_by : ""),
+                                    AOS_DB_P_TEXT(by),
+                                    AOS_DB_P_INT(now),
+                                    AOS_DB_P_TEXT(comment)};
+        return aos_store_exec(tx, SQL_APPROVAL_INSERT_DECIDED, pa, NP(pa), NULL, err, errlen);
+    }
+    struct aos_db_param pa[] = {AOS_DB_P_TEXT(cp->approval_id),
+                                AOS_DB_P_TEXT(tid),
+                                AOS_DB_P_TEXT(rid),
+                                AOS_DB_P_INT(cp->seq),
+                                AOS_DB_P_TEXT(cp->result != NULL ? cp->result : "{}"),
+                                AOS_DB_P_TEXT(created_by != NULL ? created_by : ""),
+                                AOS_DB_P_INT(now),
+                                cp->approval_expires > 0 ? AOS_DB_P_INT(cp->approval_expires) : AOS_DB_P_NULL};
+    return aos_store_exec(tx, SQL_APPROVAL_INSERT, pa, NP(pa), NULL, err, errlen);
+}
 
 int aos_store_checkpoint(struct aos_store_tx *tx, struct aos_checkpoint *cp, const char *day, int *result,
                          char status[AOS_RUN_STATUS_LEN], char *err, size_t errlen)
@@ -1108,36 +1156,9 @@ int aos_store_checkpoint(struct aos_store_tx *tx, struct aos_checkpoint *cp, con
     if ((rc = aos_store_exec(tx, sql, pu, np, NULL, err, errlen)) != AOS_DB_OK)
         goto out;
 
-    if (final == NULL && kind == AOS_CP_APPROVAL && cp->auto_decision != NULL) {
-        char by[40], comment[64];
-        aos_store_id_new(cp->approval_id);
-        snprintf(by, sizeof by, "autonomy:%s", cp->autonomy != NULL ? cp->autonomy : "?");
-        snprintf(comment, sizeof comment, "decided by the %s autonomy mode", cp->autonomy != NULL ? cp->autonomy : "?");
-        struct aos_db_param pa[] = {AOS_DB_P_TEXT(cp->approval_id),
-                                    AOS_DB_P_TEXT(tid),
-                                    AOS_DB_P_TEXT(rid),
-                                    AOS_DB_P_INT(cp->seq),
-                                    AOS_DB_P_TEXT(cp->result != NULL ? cp->result : "{}"),
-                                    AOS_DB_P_TEXT(cp->auto_decision),
-                                    AOS_DB_P_TEXT(created_by != NULL ? created_by : ""),
-                                    AOS_DB_P_TEXT(by),
-                                    AOS_DB_P_INT(now),
-                                    AOS_DB_P_TEXT(comment)};
-        if ((rc = aos_store_exec(tx, SQL_APPROVAL_INSERT_DECIDED, pa, NP(pa), NULL, err, errlen)) != AOS_DB_OK)
-            goto out;
-    } else if (final == NULL && kind == AOS_CP_APPROVAL) {
-        aos_store_id_new(cp->approval_id);
-        struct aos_db_param pa[] = {AOS_DB_P_TEXT(cp->approval_id),
-                                    AOS_DB_P_TEXT(tid),
-                                    AOS_DB_P_TEXT(rid),
-                                    AOS_DB_P_INT(cp->seq),
-                                    AOS_DB_P_TEXT(cp->result != NULL ? cp->result : "{}"),
-                                    AOS_DB_P_TEXT(created_by != NULL ? created_by : ""),
-                                    AOS_DB_P_INT(now),
-                                    cp->approval_expires > 0 ? AOS_DB_P_INT(cp->approval_expires) : AOS_DB_P_NULL};
-        if ((rc = aos_store_exec(tx, SQL_APPROVAL_INSERT, pa, NP(pa), NULL, err, errlen)) != AOS_DB_OK)
-            goto out;
-    }
+    if (final == NULL && kind == AOS_CP_APPROVAL &&
+        (rc = insert_approval(tx, cp, tid, rid, created_by, now, err, errlen)) != AOS_DB_OK)
+        goto out;
     snprintf(status, AOS_RUN_STATUS_LEN, "%s",
              final != NULL                 ? final
              : kind == AOS_CP_APPROVAL     ? (cp->auto_decision != NULL ? "queued" : "waiting_approval")
@@ -1148,6 +1169,535 @@ out:
     free(created_by);
     aos_db_result_free(res);
     return rc;
+}
+
+/* ------------------------------------------------------------ batched checkpoints */
+
+/* The checkpoints of a group commit go to PostgreSQL as one JSON document
+ * per statement (jsonb_to_recordset): a constant number of round trips per
+ * batch instead of five per checkpoint.  Built by hand: every value is
+ * either a validated id, a number, a JSON text already checked by the
+ * engine, or a string escaped here. */
+struct jbuf {
+    char *p;
+    size_t len, cap;
+    bool oom;
+};
+
+static void jb_raw(struct jbuf *b, const char *s, size_t n)
+{
+    if (b->oom)
+        return;
+    if (b->len + n + 1 > b->cap) {
+        size_t cap = b->cap > 0 ? b->cap : 2048;
+        while (cap < b->len + n + 1)
+            cap *= 2;
+        char *p = realloc(b->p, cap);
+        if (p == NULL) {
+            b->oom = true;
+            return;
+        }
+        b->p = p;
+        b->cap = cap;
+    }
+    memcpy(b->p + b->len, s, n);
+    b->len += n;
+    b->p[b->len] = '\0';
+}
+
+static void jb_s(struct jbuf *b, const char *s) { jb_raw(b, s, strlen(s)); }
+
+/* s as a JSON string, or null. */
+static void jb_str(struct jbuf *b, const char *s)
+{
+    const char *from = s;
+    if (s == NULL) {
+        jb_s(b, "null");
+        return;
+    }
+    jb_raw(b, "\"", 1);
+    for (const char *q = s;; q++) {
+        unsigned char c = (unsigned char)*q;
+        if (c != '\0' && c >= 0x20 && c != '"' && c != '\\')
+            continue;
+        jb_raw(b, from, (size_t)(q - from));
+        if (c == '\0')
+            break;
+        char esc[8];
+        if (c == '"' || c == '\\') {
+            esc[0] = '\\';
+            esc[1] = (char)c;
+            jb_raw(b, esc, 2);
+        } else {
+            snprintf(esc, sizeof esc, "\\u%04x", c);
+            jb_raw(b, esc, 6);
+        }
+        from = q + 1;
+    }
+    jb_raw(b, "\"", 1);
+}
+
+static void jb_int(struct jbuf *b, int64_t v)
+{
+    char t[24];
+    int n = snprintf(t, sizeof t, "%" PRId64, v);
+    jb_raw(b, t, (size_t)n);
+}
+
+/* ,"key": then a string or an integer */
+static void jb_kstr(struct jbuf *b, const char *key, const char *v)
+{
+    jb_s(b, key);
+    jb_str(b, v);
+}
+
+static void jb_kint(struct jbuf *b, const char *key, int64_t v)
+{
+    jb_s(b, key);
+    jb_int(b, v);
+}
+
+static const char SQL_CP_OWNED_MANY_PG[] =
+    "SELECT r.id, r.lease_owner, r.cancel_requested, r.created_by, r.reserved_day, r.reserved_agent_id, "
+    "r.reserved_tokens, r.reserved_micro_usd FROM runs r JOIN jsonb_to_recordset(CAST($1 AS jsonb)) "
+    "AS c(tid uuid, rid uuid, own text, seq integer) ON r.tenant_id = c.tid AND r.id = c.rid "
+    "WHERE r.status = 'running' AND r.lease_owner = c.own AND r.next_step = c.seq ORDER BY r.id FOR UPDATE OF r";
+static const char SQL_STEP_INSERT_MANY_PG[] =
+    "INSERT INTO steps (tenant_id, run_id, seq, agent_id, attempt, outcome, result, error, tokens_in, tokens_out, "
+    "cost_micro_usd, started_at, finished_at) SELECT c.tid, c.rid, c.seq, c.aid, c.att, c.oc, CAST(c.res AS jsonb), "
+    "c.err, c.tin, c.tout, c.cost, c.sa, c.fa FROM jsonb_to_recordset(CAST($1 AS jsonb)) AS c(tid uuid, rid uuid, "
+    "seq integer, aid uuid, att integer, oc text, res text, err text, tin bigint, tout bigint, cost bigint, "
+    "sa bigint, fa bigint)";
+/* Every per-kind update of aos_store_checkpoint in one statement; c.k says
+ * which: continue | stage | wait | auto | retry | finish.  c.res is the new
+ * state (continue) or output (stage, finish). */
+static const char SQL_RUN_UPDATE_MANY_PG[] =
+    "UPDATE runs AS r SET tokens_in = r.tokens_in + c.tin, tokens_out = r.tokens_out + c.tout, "
+    "cost_micro_usd = r.cost_micro_usd + c.cost, updated_at = c.now, status = c.st, "
+    "lease_owner = CASE WHEN c.k = 'continue' THEN r.lease_owner END, "
+    "lease_expires = CASE WHEN c.k = 'continue' THEN c.lease END, "
+    "state = CASE WHEN c.k = 'continue' THEN CAST(c.res AS jsonb) WHEN c.k IN ('wait', 'auto', 'retry') THEN r.state "
+    "END, "
+    "output = CASE WHEN c.k IN ('stage', 'finish') THEN CAST(c.res AS jsonb) ELSE r.output END, "
+    "error = CASE WHEN c.k = 'finish' THEN c.err ELSE r.error END, next_step = r.next_step + c.inc, "
+    "attempt = CASE WHEN c.k = 'retry' THEN r.attempt + 1 ELSE 0 END, "
+    "stage = r.stage + CASE WHEN c.k = 'stage' THEN 1 ELSE 0 END, "
+    "run_after = CASE WHEN c.k IN ('stage', 'auto', 'retry') THEN c.ra ELSE r.run_after END, "
+    "finished_at = CASE WHEN c.k = 'finish' THEN c.now ELSE r.finished_at END "
+    "FROM jsonb_to_recordset(CAST($1 AS jsonb)) AS c(tid uuid, rid uuid, tin bigint, tout bigint, cost bigint, "
+    "now bigint, k text, st text, res text, err text, inc integer, lease bigint, ra bigint) "
+    "WHERE r.tenant_id = c.tid AND r.id = c.rid";
+
+/* One checkpoint of a batch, as the batch sees it. */
+struct cp_row {
+    char tid[AOS_ID_LEN], rid[AOS_ID_LEN], aid[AOS_ID_LEN];
+    bool owned, cancel;
+    char *created_by;
+    char rday[AOS_DAY_LEN];
+};
+
+static int exec_json(struct aos_store_tx *tx, const char *sql, struct jbuf *b, struct aos_db_result **res, char *err,
+                     size_t errlen)
+{
+    if (b->oom) {
+        aos_db_seterr(err, errlen, "out of memory");
+        return AOS_DB_ERROR;
+    }
+    struct aos_db_param p[] = {AOS_DB_P_TEXTN(b->p, b->len)};
+    return aos_store_exec(tx, sql, p, NP(p), res, err, errlen);
+}
+
+/* The owner check of every checkpoint (one statement), then the release
+ * of reservations held (rare: only with budgets). */
+static int batch_owned(struct aos_store_tx *tx, struct aos_checkpoint *const *cps, struct cp_row *rows, size_t n,
+                       char *err, size_t errlen)
+{
+    struct jbuf b = {0};
+    struct aos_db_result *res = NULL;
+    int rc;
+
+    jb_s(&b, "[");
+    for (size_t i = 0; i < n; i++) {
+        jb_s(&b, i > 0 ? ",{" : "{");
+        jb_kstr(&b, "\"tid\":", rows[i].tid);
+        jb_kstr(&b, ",\"rid\":", rows[i].rid);
+        jb_kstr(&b, ",\"own\":", cps[i]->worker_id);
+        jb_kint(&b, ",\"seq\":", cps[i]->seq);
+        jb_s(&b, "}");
+    }
+    jb_s(&b, "]");
+    if ((rc = exec_json(tx, SQL_CP_OWNED_MANY_PG, &b, &res, err, errlen)) != AOS_DB_OK)
+        goto out;
+    for (size_t k = 0; k < aos_db_result_rows(res); k++) {
+        const char *id = aos_db_result_text(res, k, 0), *owner = aos_db_result_text(res, k, 1);
+        for (size_t i = 0; i < n; i++) {
+            struct cp_row *r = &rows[i];
+            if (r->owned || id == NULL || owner == NULL || strcmp(r->rid, id) != 0 ||
+                strcmp(cps[i]->worker_id, owner) != 0)
+                continue;
+            r->owned = true;
+            r->cancel = aos_db_result_int(res, k, 2) != 0;
+            if ((rc = aos_cell_dup(res, k, 3, &r->created_by, err, errlen)) != AOS_DB_OK)
+                goto out;
+            if (!aos_db_result_is_null(res, k, 4)) {
+                char agent[AOS_ID_LEN] = "";
+                if ((rc = aos_cell_fixed(res, k, 4, r->rday, sizeof r->rday, err, errlen)) != AOS_DB_OK ||
+                    (rc = aos_cell_fixed(res, k, 5, agent, sizeof agent, err, errlen)) != AOS_DB_OK ||
+                    (rc = release_known(tx, r->tid, r->rid, r->rday, agent, aos_db_result_int(res, k, 6),
+                                        aos_db_result_int(res, k, 7), err, errlen)) != AOS_DB_OK)
+                    goto out;
+            }
+            break;
+        }
+    }
+out:
+    aos_db_result_free(res);
+    free(b.p);
+    return rc;
+}
+
+/* Usage summed per (tenant, day, agent): one upsert per key, not per step. */
+static int batch_usage(struct aos_store_tx *tx, struct aos_checkpoint *const *cps, const char *const *days,
+                       struct cp_row *rows, size_t n, char *err, size_t errlen)
+{
+    bool *done = calloc(n, sizeof *done);
+    int rc = AOS_DB_OK;
+
+    if (done == NULL) {
+        aos_db_seterr(err, errlen, "out of memory");
+        return AOS_DB_ERROR;
+    }
+    for (size_t i = 0; i < n && rc == AOS_DB_OK; i++) {
+        const char *day = rows[i].rday[0] != '\0' ? rows[i].rday : days[i];
+        struct aos_usage u = {0, 0, 0};
+        if (done[i] || !rows[i].owned)
+            continue;
+        for (size_t j = i; j < n; j++) {
+            const char *dj = rows[j].rday[0] != '\0' ? rows[j].rday : days[j];
+            if (done[j] || !rows[j].owned || strcmp(rows[j].tid, rows[i].tid) != 0 ||
+                strcmp(rows[j].aid, rows[i].aid) != 0 || strcmp(dj, day) != 0)
+                continue;
+            done[j] = true;
+            u.tokens_in += cps[j]->tokens_in;
+            u.tokens_out += cps[j]->tokens_out;
+            u.micro_usd += cps[j]->cost_micro_usd;
+        }
+        if (u.tokens_in > 0 || u.tokens_out > 0 || u.micro_usd > 0)
+            rc = aos_store_usage_add(tx, rows[i].tid, day, rows[i].aid, &u, err, errlen);
+    }
+    free(done);
+    return rc;
+}
+
+static int batch_steps(struct aos_store_tx *tx, struct aos_checkpoint *const *cps, struct cp_row *rows, size_t n,
+                       char *err, size_t errlen)
+{
+    struct jbuf b = {0};
+    size_t k = 0;
+    int rc = AOS_DB_OK;
+
+    jb_s(&b, "[");
+    for (size_t i = 0; i < n; i++) {
+        const struct aos_checkpoint *cp = cps[i];
+        if (!rows[i].owned || cp->kind == AOS_CP_RETRY)
+            continue;
+        jb_s(&b, k++ > 0 ? ",{" : "{");
+        jb_kstr(&b, "\"tid\":", rows[i].tid);
+        jb_kstr(&b, ",\"rid\":", rows[i].rid);
+        jb_kint(&b, ",\"seq\":", cp->seq);
+        jb_kstr(&b, ",\"aid\":", rows[i].aid);
+        jb_kint(&b, ",\"att\":", cp->attempt);
+        jb_kstr(&b, ",\"oc\":", outcome_names[cp->kind]);
+        jb_kstr(&b, ",\"res\":", cp->result);
+        jb_kstr(&b, ",\"err\":", cp->error);
+        jb_kint(&b, ",\"tin\":", cp->tokens_in);
+        jb_kint(&b, ",\"tout\":", cp->tokens_out);
+        jb_kint(&b, ",\"cost\":", cp->cost_micro_usd);
+        jb_kint(&b, ",\"sa\":", cp->started_at);
+        jb_kint(&b, ",\"fa\":", cp->finished_at);
+        jb_s(&b, "}");
+    }
+    jb_s(&b, "]");
+    if (k > 0)
+        rc = exec_json(tx, SQL_STEP_INSERT_MANY_PG, &b, NULL, err, errlen);
+    free(b.p);
+    return rc;
+}
+
+static int checkpoints_pg(struct aos_store_tx *tx, struct aos_checkpoint *const *cps, const char *const *days,
+                          size_t n, int *results, char (*status)[AOS_RUN_STATUS_LEN], char *err, size_t errlen)
+{
+    struct cp_row *rows = calloc(n, sizeof *rows);
+    struct jbuf b = {0};
+    size_t k = 0;
+    int rc;
+
+    if (rows == NULL) {
+        aos_db_seterr(err, errlen, "out of memory");
+        return AOS_DB_ERROR;
+    }
+    for (size_t i = 0; i < n; i++) {
+        const struct aos_checkpoint *cp = cps[i];
+        results[i] = 0;
+        status[i][0] = '\0';
+        if (cp->kind < AOS_CP_CONTINUE || cp->kind > AOS_CP_RETRY || !aos_store_id_norm(cp->tenant_id, rows[i].tid) ||
+            !aos_store_id_norm(cp->run_id, rows[i].rid) || !aos_store_id_norm(cp->agent_id, rows[i].aid) ||
+            cp->tokens_in < 0 || cp->tokens_out < 0 || cp->cost_micro_usd < 0 || cp->attempt < 1 ||
+            cp->worker_id == NULL) {
+            aos_db_seterr(err, errlen, "malformed checkpoint");
+            rc = AOS_DB_CONSTRAINT;
+            goto out;
+        }
+    }
+    if ((rc = batch_owned(tx, cps, rows, n, err, errlen)) != AOS_DB_OK ||
+        (rc = batch_usage(tx, cps, days, rows, n, err, errlen)) != AOS_DB_OK ||
+        (rc = batch_steps(tx, cps, rows, n, err, errlen)) != AOS_DB_OK)
+        goto out;
+
+    jb_s(&b, "[");
+    for (size_t i = 0; i < n; i++) {
+        struct aos_checkpoint *cp = cps[i];
+        const char *final = NULL, *k_name, *st, *res = NULL, *error = NULL;
+        int64_t inc = 1, lease = 0, ra = 0, now = cp->finished_at;
+        int kind = cp->kind;
+
+        if (!rows[i].owned) {
+            results[i] = AOS_CP_LEASE_LOST;
+            continue;
+        }
+        /* As in aos_store_checkpoint: a requested cancel wins over
+         * everything but a finished run. */
+        if (rows[i].cancel && kind != AOS_CP_DONE && kind != AOS_CP_FAILED)
+            final = "cancelled";
+        else if (kind == AOS_CP_DONE)
+            final = "succeeded";
+        else if (kind == AOS_CP_FAILED)
+            final = "failed";
+        if (final != NULL) {
+            k_name = "finish";
+            st = final;
+            res = kind == AOS_CP_DONE ? cp->result : NULL;
+            error = kind == AOS_CP_FAILED ? (cp->error != NULL ? cp->error : "failed") : NULL;
+            inc = kind == AOS_CP_RETRY ? 0 : 1;
+        } else if (kind == AOS_CP_CONTINUE) {
+            k_name = "continue";
+            st = "running";
+            res = cp->result;
+            lease = cp->lease_expires;
+        } else if (kind == AOS_CP_STAGE_DONE) {
+            k_name = "stage";
+            st = "queued";
+            res = cp->result;
+            ra = now;
+        } else if (kind == AOS_CP_APPROVAL && cp->auto_decision != NULL) {
+            k_name = "auto";
+            st = "queued";
+            ra = now;
+        } else if (kind == AOS_CP_APPROVAL) {
+            k_name = "wait";
+            st = "waiting_approval";
+        } else {
+            k_name = "retry";
+            st = "queued";
+            ra = cp->run_after;
+            inc = 0;
+        }
+        jb_s(&b, k++ > 0 ? ",{" : "{");
+        jb_kstr(&b, "\"tid\":", rows[i].tid);
+        jb_kstr(&b, ",\"rid\":", rows[i].rid);
+        jb_kint(&b, ",\"tin\":", cp->tokens_in);
+        jb_kint(&b, ",\"tout\":", cp->tokens_out);
+        jb_kint(&b, ",\"cost\":", cp->cost_micro_usd);
+        jb_kint(&b, ",\"now\":", now);
+        jb_kstr(&b, ",\"k\":", k_name);
+        jb_kstr(&b, ",\"st\":", st);
+        jb_kstr(&b, ",\"res\":", res);
+        jb_kstr(&b, ",\"err\":", error);
+        jb_kint(&b, ",\"inc\":", inc);
+        jb_kint(&b, ",\"lease\":", lease);
+        jb_kint(&b, ",\"ra\":", ra);
+        jb_s(&b, "}");
+        if (final == NULL && kind == AOS_CP_APPROVAL &&
+            (rc = insert_approval(tx, cp, rows[i].tid, rows[i].rid, rows[i].created_by, now, err, errlen)) !=
+                AOS_DB_OK)
+            goto out;
+        snprintf(status[i], AOS_RUN_STATUS_LEN, "%s", st);
+        results[i] = AOS_CP_OK;
+    }
+    jb_s(&b, "]");
+    if (k > 0)
+        rc = exec_json(tx, SQL_RUN_UPDATE_MANY_PG, &b, NULL, err, errlen);
+out:
+    if (rc != AOS_DB_OK) {
+        for (size_t i = 0; i < n; i++) {
+            results[i] = 0;
+            status[i][0] = '\0';
+        }
+    }
+    for (size_t i = 0; i < n; i++)
+        free(rows[i].created_by);
+    free(rows);
+    free(b.p);
+    return rc;
+}
+
+/* Claims of several runs of one tenant in one statement (PostgreSQL):
+ * expired leases first, then the oldest queued runs, each row skipped if
+ * another claimer holds it; lease owners from the JSON array $3 in claim
+ * order (row k gets element k-1). */
+#define RUN_COLS_R                                                                                             \
+    "r.id, r.tenant_id, r.agent_id, r.workflow_id, r.status, r.created_by, r.input, r.state, r.output, "      \
+    "r.error, r.next_step, r.attempt, r.stage, r.cancel_requested, r.tokens_in, r.tokens_out, "               \
+    "r.cost_micro_usd, r.reserved_day, r.reserved_tokens, r.reserved_micro_usd, r.run_after, r.created_at, " \
+    "r.updated_at, r.started_at, r.finished_at"
+static const char SQL_CLAIM_MANY_PG[] =
+    "WITH e AS (SELECT id, lease_expires AS o1, created_at AS o2 FROM runs WHERE tenant_id = $1 AND "
+    "status = 'running' AND lease_expires < $2 ORDER BY lease_expires LIMIT $4 FOR UPDATE SKIP LOCKED), "
+    "q AS (SELECT id, run_after AS o1, created_at AS o2 FROM runs WHERE tenant_id = $1 AND status = 'queued' AND "
+    "run_after <= $2 ORDER BY run_after, created_at LIMIT $4 FOR UPDATE SKIP LOCKED), "
+    "p AS (SELECT id, 0 AS pri, o1, o2 FROM e UNION ALL SELECT id, 1 AS pri, o1, o2 FROM q), "
+    "n AS (SELECT id, pri, row_number() OVER (ORDER BY pri, o1, o2, id) AS k FROM p) "
+    "UPDATE runs AS r SET attempt = r.attempt + (CASE WHEN r.status = 'running' THEN 1 ELSE 0 END), "
+    "status = 'running', lease_owner = CAST($3 AS jsonb) ->> CAST(n.k - 1 AS integer), lease_expires = $5, "
+    "started_at = COALESCE(r.started_at, $2), updated_at = $2 FROM n WHERE r.tenant_id = $1 AND r.id = n.id AND "
+    "n.k <= $4 AND (r.status = 'queued' OR (r.status = 'running' AND r.lease_expires < $2)) "
+    "RETURNING " RUN_COLS_R ", n.k, n.pri";
+
+static char *dup_or_null(const char *s, bool *oom)
+{
+    char *d = s != NULL ? strdup(s) : NULL;
+    if (s != NULL && d == NULL)
+        *oom = true;
+    return d;
+}
+
+static bool agent_copy(struct aos_agent *dst, const struct aos_agent *src)
+{
+    bool oom = false;
+    *dst = *src;
+    dst->name = dup_or_null(src->name, &oom);
+    dst->plugin = dup_or_null(src->plugin, &oom);
+    dst->config = dup_or_null(src->config, &oom);
+    dst->autonomy = dup_or_null(src->autonomy, &oom);
+    dst->approval_policy = dup_or_null(src->approval_policy, &oom);
+    dst->created_by = dup_or_null(src->created_by, &oom);
+    if (oom)
+        aos_agent_clear(dst);
+    return !oom;
+}
+
+int aos_store_run_claim_many(struct aos_store_tx *tx, const char *tenant_id, const char *const *owners, size_t max,
+                             int64_t now, int64_t lease_ms, struct aos_claimed_run *out, size_t *n, char *err,
+                             size_t errlen)
+{
+    char tid[AOS_ID_LEN];
+    struct aos_db_result *res = NULL;
+    struct jbuf b = {0};
+    size_t rows = 0;
+    int rc = AOS_DB_OK;
+
+    *n = 0;
+    for (size_t i = 0; i < max; i++)
+        memset(&out[i], 0, sizeof out[i]);
+    if (max == 0)
+        return AOS_DB_OK;
+    if (!aos_store_id_norm(tenant_id, tid))
+        return nf(err, errlen, "tenant");
+    if (!is_pg(tx) || max == 1) {
+        /* SQLite: one writer, cached statements: one claim after the other. */
+        for (size_t i = 0; i < max; i++) {
+            rc = aos_store_run_claim(tx, tid, owners[i], now, lease_ms, &out[i], err, errlen);
+            if (rc == AOS_DB_NOT_FOUND)
+                return AOS_DB_OK;
+            if (rc != AOS_DB_OK)
+                goto fail;
+            (*n)++;
+        }
+        return AOS_DB_OK;
+    }
+    jb_s(&b, "[");
+    for (size_t i = 0; i < max; i++) {
+        jb_s(&b, i > 0 ? "," : "");
+        jb_str(&b, owners[i]);
+    }
+    jb_s(&b, "]");
+    if (b.oom) {
+        aos_db_seterr(err, errlen, "out of memory");
+        rc = AOS_DB_ERROR;
+        goto fail;
+    }
+    struct aos_db_param p[] = {AOS_DB_P_TEXT(tid), AOS_DB_P_INT(now), AOS_DB_P_TEXTN(b.p, b.len),
+                               AOS_DB_P_INT(max), AOS_DB_P_INT(now + lease_ms)};
+    if ((rc = aos_store_exec(tx, SQL_CLAIM_MANY_PG, p, NP(p), &res, err, errlen)) != AOS_DB_OK)
+        goto fail;
+    rows = aos_db_result_rows(res);
+    for (size_t k = 0; k < rows; k++) {
+        int64_t pos = aos_db_result_int(res, k, 25);
+        if (pos < 1 || (size_t)pos > max || rows > max) {
+            aos_db_seterr(err, errlen, "claim returned an unexpected row");
+            rc = AOS_DB_ERROR;
+            goto fail;
+        }
+    }
+    /* In claim order: out[0..rows) are the rows k = 1..rows. */
+    for (size_t k = 0; k < rows; k++) {
+        size_t at = (size_t)aos_db_result_int(res, k, 25) - 1;
+        struct aos_claimed_run *c = &out[at];
+        if ((rc = run_from_row(res, k, &c->run, err, errlen)) != AOS_DB_OK)
+            goto fail;
+        c->taken_over = aos_db_result_int(res, k, 26) == 0;
+    }
+    for (size_t i = 0; i < rows; i++) {
+        struct aos_claimed_run *c = &out[i];
+        if (c->run.id[0] == '\0') {
+            aos_db_seterr(err, errlen, "claim returned a gap");
+            rc = AOS_DB_ERROR;
+            goto fail;
+        }
+        /* The agent row once per agent of the batch. */
+        const struct aos_claimed_run *same = NULL;
+        for (size_t j = 0; j < i && same == NULL; j++)
+            if (c->run.workflow_id[0] == '\0' && out[j].run.workflow_id[0] == '\0' && !out[j].agent_deleted &&
+                strcmp(out[j].run.agent_id, c->run.agent_id) == 0)
+                same = &out[j];
+        if (same != NULL && c->run.next_step == 0) {
+            c->stages = 1;
+            if (!agent_copy(&c->agent, &same->agent)) {
+                aos_db_seterr(err, errlen, "out of memory");
+                rc = AOS_DB_ERROR;
+                goto fail;
+            }
+        } else if ((rc = claim_context(tx, tid, c, err, errlen)) != AOS_DB_OK) {
+            goto fail;
+        }
+    }
+    *n = rows;
+    aos_db_result_free(res);
+    free(b.p);
+    return AOS_DB_OK;
+fail:
+    for (size_t i = 0; i < max; i++)
+        aos_claimed_run_clear(&out[i]);
+    *n = 0;
+    aos_db_result_free(res);
+    free(b.p);
+    return rc;
+}
+
+int aos_store_checkpoints(struct aos_store_tx *tx, struct aos_checkpoint *const *cps, const char *const *days,
+                          size_t n, int *results, char (*status)[AOS_RUN_STATUS_LEN], char *err, size_t errlen)
+{
+    if (n == 0)
+        return AOS_DB_OK;
+    if (is_pg(tx) && n > 1)
+        return checkpoints_pg(tx, cps, days, n, results, status, err, errlen);
+    /* SQLite: no round trips to save; its statements are cached. */
+    for (size_t i = 0; i < n; i++) {
+        int rc = aos_store_checkpoint(tx, cps[i], days[i], &results[i], status[i], err, errlen);
+        if (rc != AOS_DB_OK)
+            return rc;
+    }
+    return AOS_DB_OK;
 }
 
 static const char SQL_RUN_STOP[] =

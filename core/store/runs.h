@@ -167,6 +167,14 @@ void aos_claimed_run_clear(struct aos_claimed_run *c);
  * LOCKED).  The engine goes round the tenants to be fair. */
 int aos_store_run_claim(struct aos_store_tx *tx, const char *tenant_id, const char *worker_id, int64_t now,
                         int64_t lease_ms, struct aos_claimed_run *out, char *err, size_t errlen);
+/* Cross-tenant, like aos_store_run_claim, for up to max runs of one
+ * tenant at once: out[0..*n) in claim order (expired leases first), run i
+ * leased to owners[i].  On PostgreSQL one statement for the claims (plus
+ * one agent read per distinct agent, and the reads a workflow or a
+ * decision needs); on SQLite one claim after the other.  *n == 0: none. */
+int aos_store_run_claim_many(struct aos_store_tx *tx, const char *tenant_id, const char *const *owners, size_t max,
+                             int64_t now, int64_t lease_ms, struct aos_claimed_run *out, size_t *n, char *err,
+                             size_t errlen);
 /* Active tenants that have a claimable run now: ids into out (up to max).
  * Cheap: one probe of the claim and lease indexes per active tenant. */
 int aos_store_runs_ready_tenants(struct aos_store_tx *tx, int64_t now, char (*out)[AOS_ID_LEN], size_t max,
@@ -232,6 +240,15 @@ enum aos_checkpoint_result {
  * transaction in a group commit). */
 int aos_store_checkpoint(struct aos_store_tx *tx, struct aos_checkpoint *cp, const char *day, int *result,
                          char status[AOS_RUN_STATUS_LEN], char *err, size_t errlen);
+/* The same for n checkpoints of different runs in one transaction (a
+ * group commit): results[i] and status[i] as above for cps[i] (with
+ * days[i]).  On PostgreSQL a constant number of statements whatever n
+ * (one owner check FOR UPDATE, one INSERT of the steps, one UPDATE of the
+ * runs, one usage upsert per (tenant, day, agent)); on SQLite one
+ * checkpoint after the other.  Any failure fails the whole call (retry the
+ * checkpoints one by one to find the culprit). */
+int aos_store_checkpoints(struct aos_store_tx *tx, struct aos_checkpoint *const *cps, const char *const *days,
+                          size_t n, int *results, char (*status)[AOS_RUN_STATUS_LEN], char *err, size_t errlen);
 /* Ends a claimed run without executing a step (its agent was deleted, its
  * plugin is gone, its cancel was requested before a node parked it, the
  * budget is exhausted): status failed (with error), cancelled or

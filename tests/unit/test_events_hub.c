@@ -474,6 +474,47 @@ static void test_wait_for_ready(void **state)
 }
 
 /* The ring as the streams read it (hub_internal.h). */
+/* With no stream open, commits are not read one by one (only the poll
+ * timer reads, here never), and the first stream opened after them starts
+ * at a fresh starting point: it gets what follows, not what it missed. */
+static void test_idle_commits_not_read(void **state)
+{
+    struct fx *f = fx_get(state);
+    struct aos_conf_events conf = conf_default();
+    struct aos_events_stats st;
+    struct world w;
+    struct client fresh;
+    int64_t early[3], late[1];
+    atomic_bool done = false;
+    uint64_t end = mono_ms() + WAIT_MS;
+
+    conf.poll = 3600; /* the timer stays out of the way */
+    world_open(&w, f, &conf);
+    wait_ready(&w);
+    aos_events_get_stats(w.hub, &st);
+    uint64_t polls = st.polls;
+    for (int i = 0; i < 3; i++)
+        append(&w, TENANT_A, "early", NULL, NULL, 1, &early[i]);
+    /* The hub's loop has handled the wake-ups once this has run. */
+    assert_int_equal(aos_loop_post(w.hub->loop, synced, &done), 0);
+    while (!atomic_load(&done) && mono_ms() < end)
+        usleep(1000);
+    assert_true(atomic_load(&done));
+    aos_events_get_stats(w.hub, &st);
+    assert_int_equal(st.polls, polls);
+    assert_true(aos_events_high_water(w.hub) < early[0]);
+
+    client_open(&w, &fresh, TENANT_A, NULL, false, 0, 0);
+    wait_ready(&w);
+    loop_sync(&w); /* the stream has begun */
+    append(&w, TENANT_A, "late", NULL, NULL, 1, late);
+    client_read(&fresh, 1);
+    assert_int_equal(fresh.nids, 1);
+    assert_int_equal(fresh.ids[0], late[0]);
+    client_close(&fresh);
+    world_close(&w);
+}
+
 static void test_ring_read(void **state)
 {
     struct fx *f = fx_get(state);
@@ -604,6 +645,7 @@ int main(void)
         FX_TESTS(test_heartbeat_retry_and_limit, fx_setup_two_tenants, fx_teardown),
         FX_TESTS(test_wait_for_ready, fx_setup_two_tenants, fx_teardown),
         FX_TESTS(test_ring_read, fx_setup_two_tenants, fx_teardown),
+        FX_TESTS(test_idle_commits_not_read, fx_setup_two_tenants, fx_teardown),
         cmocka_unit_test(test_frame),
         cmocka_unit_test(test_tokens),
     };

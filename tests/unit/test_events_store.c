@@ -406,18 +406,25 @@ static void test_pg_lock_held(void **state)
     struct aos_db_result *res = NULL;
     static const char sql[] =
         "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND classid = 1634693988 "
-        "AND objid = 761624180 AND objsubid = 1 AND granted";
+        "AND objid = 761624180 AND objsubid = 1 AND granted AND pid = $1";
 
-    int64_t held = -1, after = -1;
+    int64_t held = -1, after = -1, pid = -1;
 
     if (!f->pg)
         return; /* SQLite has one writer at a time: nothing to lock */
     /* Counts are taken with every transaction ended before asserting:
-     * a failed assertion must not leave a connection lent out. */
+     * a failed assertion must not leave a connection lent out.  Only the
+     * writer's session counts: other programs may be appending events to
+     * the same server meanwhile. */
     assert_int_equal(aos_store_begin(f->store, true, &w, E), AOS_DB_OK);
+    if (aos_store_exec(w, "SELECT pg_backend_pid()", NULL, 0, &res, E) == AOS_DB_OK)
+        pid = aos_db_result_int(res, 0, 0);
+    aos_db_result_free(res);
+    res = NULL;
+    struct aos_db_param pp[] = {AOS_DB_P_INT(pid)};
     if (aos_event_append(w, NULL, TENANT_A, "t", NULL, NULL, NULL, E) == AOS_DB_OK &&
         aos_store_begin(f->store, false, &r, E) == AOS_DB_OK) {
-        if (aos_store_exec(r, sql, NULL, 0, &res, E) == AOS_DB_OK)
+        if (aos_store_exec(r, sql, pp, 1, &res, E) == AOS_DB_OK)
             held = aos_db_result_int(res, 0, 0);
         aos_db_result_free(res);
         res = NULL;
@@ -425,19 +432,67 @@ static void test_pg_lock_held(void **state)
     }
     assert_int_equal(aos_store_commit(w, E), AOS_DB_OK);
     if (aos_store_begin(f->store, false, &r, E) == AOS_DB_OK) {
-        if (aos_store_exec(r, sql, NULL, 0, &res, E) == AOS_DB_OK)
+        if (aos_store_exec(r, sql, pp, 1, &res, E) == AOS_DB_OK)
             after = aos_db_result_int(res, 0, 0);
         aos_db_result_free(res);
         aos_store_rollback(r);
     }
+    assert_true(pid > 0);
     assert_int_equal(held, 1);
     assert_int_equal(after, 0);
+}
+
+/* Several events in one call: ids in array order, each as a single
+ * insert would write it; one malformed event writes none. */
+static void test_insert_many(void **state)
+{
+    struct fx *f = fx_get(state);
+    struct aos_event *ev = NULL;
+    size_t n = 0;
+    bool more = true;
+    const struct aos_event_new rows[] = {
+        {TENANT_A, "step.completed", RUN_1, "{\"seq\":0,\"s\":\"a \\\"q\\\" b\"}", 2000},
+        {TENANT_B, "run.queued", NULL, NULL, 2001},
+        {TENANT_A, "run.succeeded", RUN_1, "{\"output\":{\"x\":[1,2]}}", 2002},
+        {TENANT_A, "budget.warning", RUN_2, "{}", 2003},
+    };
+    const struct aos_event_new bad[] = {
+        {TENANT_A, "ok.type", RUN_1, "{}", 1},
+        {TENANT_A, "bad type", RUN_1, "{}", 1},
+    };
+
+    OK(f, aos_store_events_insert_many(tx, rows, 0, E));
+    OK(f, aos_store_events_insert_many(tx, rows, 4, E));
+    OK(f, aos_store_event_list(tx, TENANT_A, 0, NULL, 10, &ev, &n, &more, E));
+    assert_int_equal(n, 3);
+    assert_true(ev[0].id < ev[1].id && ev[1].id < ev[2].id);
+    assert_string_equal(ev[0].type, "step.completed");
+    assert_string_equal(ev[0].run_id, RUN_1);
+    assert_json_eq(ev[0].payload, "{\"seq\":0,\"s\":\"a \\\"q\\\" b\"}");
+    assert_int_equal(ev[0].created_at, 2000);
+    assert_string_equal(ev[1].type, "run.succeeded");
+    assert_json_eq(ev[1].payload, "{\"output\":{\"x\":[1,2]}}");
+    assert_string_equal(ev[2].type, "budget.warning");
+    assert_string_equal(ev[2].run_id, RUN_2);
+    int64_t first = ev[0].id, last = ev[2].id;
+    aos_event_list_free(ev, n);
+    OK(f, aos_store_event_list(tx, TENANT_B, 0, NULL, 10, &ev, &n, &more, E));
+    assert_int_equal(n, 1);
+    assert_true(ev[0].id > first && ev[0].id < last); /* the array's order across tenants */
+    assert_string_equal(ev[0].run_id, "");
+    assert_json_eq(ev[0].payload, "{}");
+    aos_event_list_free(ev, n);
+
+    assert_int_equal(TX(f, aos_store_events_insert_many(tx, bad, 2, E)), AOS_DB_CONSTRAINT);
+    OK(f, aos_store_event_list(tx, TENANT_A, last, NULL, 10, &ev, &n, &more, E));
+    assert_int_equal(n, 0);
 }
 
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         FX_TESTS(test_insert_list, fx_setup_two_tenants, fx_teardown),
+        FX_TESTS(test_insert_many, fx_setup_two_tenants, fx_teardown),
         FX_TESTS(test_filters, fx_setup_two_tenants, fx_teardown),
         FX_TESTS(test_paging, fx_setup_two_tenants, fx_teardown),
         FX_TESTS(test_invalid, fx_setup_two_tenants, fx_teardown),

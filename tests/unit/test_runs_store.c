@@ -2281,6 +2281,223 @@ static void test_runs_prune(void **state)
     assert_int_equal(deleted, 0);
 }
 
+/* Several runs of one tenant claimed at once: expired leases first, then
+ * the oldest queued runs, each leased to its own owner in claim order. */
+static void test_claim_many(void **state)
+{
+    struct fx *f = fx_get(state);
+    char a1[AOS_ID_LEN], r[5][AOS_ID_LEN], owner[AOS_WORKER_ID_LEN];
+    const char *owners[] = {"m1", "m2", "m3", "m4"};
+    struct aos_claimed_run c[4];
+    int64_t t = later(), t2 = t + LEASE + 1;
+    size_t n = 99;
+
+    agent_new(f, TENANT_A, "a1", a1);
+    OK(f, aos_store_run_claim_many(tx, TENANT_A, owners, 3, t, LEASE, c, &n, E));
+    assert_int_equal(n, 0);
+    for (int i = 0; i < 5; i++) {
+        run_new(f, TENANT_A, a1, r[i]);
+        set_int(f, "UPDATE runs SET run_after = $1 WHERE id = $2", t - 1000 + i, r[i]);
+    }
+    /* r0 is claimed and its lease then expires. */
+    claim_only(f, TENANT_A, "w0", t, r[0]);
+    OK(f, aos_store_run_claim_many(tx, TENANT_B, owners, 3, t2, LEASE, c, &n, E));
+    assert_int_equal(n, 0); /* another tenant's queue is its own */
+
+    OK(f, aos_store_run_claim_many(tx, TENANT_A, owners, 3, t2, LEASE, c, &n, E));
+    assert_int_equal(n, 3);
+    assert_string_equal(c[0].run.id, r[0]);
+    assert_true(c[0].taken_over);
+    assert_int_equal(c[0].run.attempt, 1);
+    assert_int_equal(c[0].run.started_at, t);
+    for (size_t i = 1; i < 3; i++) {
+        assert_string_equal(c[i].run.id, r[i]);
+        assert_false(c[i].taken_over);
+        assert_int_equal(c[i].run.attempt, 0);
+        assert_int_equal(c[i].run.started_at, t2);
+    }
+    for (size_t i = 0; i < 3; i++) {
+        assert_string_equal(c[i].run.status, "running");
+        assert_string_equal(c[i].agent.id, a1);
+        assert_string_equal(c[i].agent.name, "a1");
+        assert_string_equal(c[i].agent.plugin, "agent-echo");
+        assert_int_equal(c[i].stages, 1);
+        assert_false(c[i].agent_deleted);
+        lease_owner(f, r[i], owner);
+        assert_string_equal(owner, owners[i]);
+        assert_int_equal(lease_expires(f, r[i]), t2 + LEASE);
+        aos_claimed_run_clear(&c[i]);
+    }
+    /* Fewer left than asked for: the rest, then none. */
+    OK(f, aos_store_run_claim_many(tx, TENANT_A, owners, 4, t2, LEASE, c, &n, E));
+    assert_int_equal(n, 2);
+    assert_string_equal(c[0].run.id, r[3]);
+    assert_string_equal(c[1].run.id, r[4]);
+    lease_owner(f, r[4], owner);
+    assert_string_equal(owner, "m2");
+    aos_claimed_run_clear(&c[0]);
+    aos_claimed_run_clear(&c[1]);
+    OK(f, aos_store_run_claim_many(tx, TENANT_A, owners, 4, t2, LEASE, c, &n, E));
+    assert_int_equal(n, 0);
+}
+
+/* Every kind of checkpoint in one aos_store_checkpoints call (on
+ * PostgreSQL the batched statements, on SQLite one after the other): the
+ * same outcome as aos_store_checkpoint one by one. */
+static void test_checkpoints_batch(void **state)
+{
+    struct fx *f = fx_get(state);
+    enum { N = 9 };
+    char a1[AOS_ID_LEN], a2[AOS_ID_LEN], wf[AOS_ID_LEN], r[N][AOS_ID_LEN], owner[AOS_WORKER_ID_LEN];
+    char st[N][AOS_RUN_STATUS_LEN], buf[64];
+    struct aos_checkpoint cp[N], *cps[N];
+    const char *days[N];
+    struct aos_step_row *steps = NULL;
+    struct aos_usage u;
+    struct aos_run run;
+    int64_t t = later();
+    int results[N];
+    size_t n = 0;
+    int res = 0;
+
+    agent_new(f, TENANT_A, "a1", a1);
+    agent_new(f, TENANT_A, "a2", a2);
+    workflow_new(f, TENANT_A, "wf", a1, a2, wf);
+    for (int i = 0; i < N; i++) {
+        if (i == 8)
+            OK(f, aos_store_run_create(tx, TENANT_A, NULL, wf, CREATOR, "{\"q\":1}", r[i], E));
+        else
+            run_new(f, TENANT_A, a1, r[i]);
+        claim_only(f, TENANT_A, "w1", t, r[i]);
+        cp[i] = cp_of(TENANT_A, r[i], "w1", a1, 0, AOS_CP_CONTINUE, t + 100);
+        cps[i] = &cp[i];
+        days[i] = DAY;
+    }
+    OK(f, aos_store_run_cancel(tx, TENANT_A, r[5], "admin", &res, E));
+    assert_int_equal(res, AOS_RUN_CANCEL_REQUESTED);
+    cp[0].result = "{\"s\":1}";
+    cp[0].tokens_in = 10;
+    cp[0].lease_expires = t + 90000;
+    cp[1].kind = AOS_CP_DONE;
+    cp[1].result = "{\"a\":1}";
+    cp[1].tokens_in = 5;
+    cp[1].cost_micro_usd = 2;
+    cp[2].kind = AOS_CP_FAILED;
+    cp[2].error = "boom \"quoted\"\n\\ and \t more";
+    cp[3].kind = AOS_CP_RETRY;
+    cp[3].error = "later";
+    cp[3].run_after = t + 5000;
+    cp[3].tokens_out = 3;
+    cp[4].kind = AOS_CP_APPROVAL;
+    cp[4].result = "{\"act\":\"x\"}";
+    cp[4].approval_expires = t + 1000;
+    cp[5].result = "{\"s\":5}"; /* cancel requested: ends cancelled */
+    cp[6].worker_id = "other";  /* not the owner: lease lost */
+    cp[7].kind = AOS_CP_APPROVAL;
+    cp[7].result = "{\"act\":\"y\"}";
+    cp[7].auto_decision = "approved";
+    cp[7].autonomy = "autonomous";
+    cp[8].kind = AOS_CP_STAGE_DONE;
+    cp[8].result = "{\"o\":8}";
+    OK(f, aos_store_checkpoints(tx, cps, days, N, results, st, E));
+
+    static const char *const want[N] = {"running", "succeeded", "failed", "queued", "waiting_approval",
+                                        "cancelled", "", "queued", "queued"};
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(results[i], i == 6 ? AOS_CP_LEASE_LOST : AOS_CP_OK);
+        assert_string_equal(st[i], want[i]);
+        run_status_is(f, TENANT_A, r[i], i == 6 ? "running" : want[i]);
+    }
+    run_load(f, TENANT_A, r[0], &run);
+    assert_int_equal(run.next_step, 1);
+    assert_json_eq(run.state, "{\"s\":1}");
+    assert_int_equal(run.tokens_in, 10);
+    assert_int_equal(run.updated_at, t + 101);
+    aos_run_clear(&run);
+    lease_owner(f, r[0], owner);
+    assert_string_equal(owner, "w1");
+    assert_int_equal(lease_expires(f, r[0]), t + 90000);
+
+    run_load(f, TENANT_A, r[1], &run);
+    assert_json_eq(run.output, "{\"a\":1}");
+    assert_null(run.state);
+    assert_int_equal(run.next_step, 1);
+    assert_int_equal(run.finished_at, t + 101);
+    aos_run_clear(&run);
+    assert_int_equal(lease_expires(f, r[1]), -1);
+
+    run_load(f, TENANT_A, r[2], &run);
+    assert_string_equal(run.error, cp[2].error);
+    assert_null(run.output);
+    assert_int_equal(run.finished_at, t + 101);
+    aos_run_clear(&run);
+    OK(f, aos_store_run_steps(tx, TENANT_A, r[2], &steps, &n, E));
+    assert_int_equal(n, 1);
+    assert_string_equal(steps[0].outcome, "failed");
+    assert_string_equal(steps[0].error, cp[2].error);
+    aos_step_rows_free(steps, n);
+
+    run_load(f, TENANT_A, r[3], &run);
+    assert_int_equal(run.next_step, 0);
+    assert_int_equal(run.attempt, 1);
+    assert_int_equal(run.run_after, t + 5000);
+    assert_int_equal(run.tokens_out, 3);
+    aos_run_clear(&run);
+    assert_int_equal(count_steps(f, r[3]), 0);
+    lease_owner(f, r[3], owner);
+    assert_string_equal(owner, "<null>");
+
+    run_load(f, TENANT_A, r[4], &run);
+    assert_int_equal(run.next_step, 1);
+    aos_run_clear(&run);
+    assert_int_equal(count_approvals(f, r[4]), 1);
+    q_text(f, buf, sizeof buf, "SELECT status FROM approvals WHERE id = $1", cp[4].approval_id, NULL, NULL);
+    assert_string_equal(buf, "pending");
+    assert_int_equal(lease_expires(f, r[4]), -1);
+
+    run_load(f, TENANT_A, r[5], &run);
+    assert_int_equal(run.next_step, 1);
+    assert_null(run.state);
+    assert_int_equal(run.finished_at, t + 101);
+    aos_run_clear(&run);
+    assert_int_equal(count_steps(f, r[5]), 1);
+
+    run_load(f, TENANT_A, r[6], &run);
+    assert_int_equal(run.next_step, 0);
+    aos_run_clear(&run);
+    assert_int_equal(count_steps(f, r[6]), 0);
+    lease_owner(f, r[6], owner);
+    assert_string_equal(owner, "w1");
+
+    run_load(f, TENANT_A, r[7], &run);
+    assert_int_equal(run.next_step, 1);
+    assert_int_equal(run.run_after, t + 101);
+    aos_run_clear(&run);
+    q_text(f, buf, sizeof buf, "SELECT status FROM approvals WHERE id = $1", cp[7].approval_id, NULL, NULL);
+    assert_string_equal(buf, "approved");
+
+    run_load(f, TENANT_A, r[8], &run);
+    assert_int_equal(run.stage, 1);
+    assert_int_equal(run.next_step, 1);
+    assert_json_eq(run.output, "{\"o\":8}");
+    assert_null(run.state);
+    assert_int_equal(run.run_after, t + 101);
+    aos_run_clear(&run);
+
+    /* Usage summed over the batch, on `day`. */
+    OK(f, aos_store_usage_total(tx, TENANT_A, a1, DAY, DAY, &u, E));
+    assert_int_equal(u.tokens_in, 15);
+    assert_int_equal(u.tokens_out, 3);
+    assert_int_equal(u.micro_usd, 2);
+
+    /* A malformed checkpoint fails the call, and nothing of it is written. */
+    cp[0] = cp_of(TENANT_A, r[0], "w1", a1, 1, AOS_CP_CONTINUE, t + 200);
+    cp[1] = cp_of(TENANT_A, r[0], "w1", a1, 1, AOS_CP_CONTINUE, t + 200);
+    cp[1].attempt = 0;
+    assert_int_equal(TX(f, aos_store_checkpoints(tx, cps, days, 2, results, st, E)), AOS_DB_CONSTRAINT);
+    assert_int_equal(count_steps(f, r[0]), 1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -2309,6 +2526,8 @@ int main(void)
         FX_TESTS(test_approval_decide, fx_setup_two_tenants, fx_teardown),
         FX_TESTS(test_approvals_expire, fx_setup_two_tenants, fx_teardown),
         FX_TESTS(test_runs_prune, fx_setup_two_tenants, fx_teardown),
+        FX_TESTS(test_claim_many, fx_setup_two_tenants, fx_teardown),
+        FX_TESTS(test_checkpoints_batch, fx_setup_two_tenants, fx_teardown),
     };
 
     return FX_RUN("runs_store", tests);
