@@ -31,6 +31,15 @@
 #define RL_DEFAULT_MAX_BUCKETS 200000
 #define RL_BACKOFF_MIN_MS 100
 #define RL_BACKOFF_MAX_MS 5000
+/* Part of every Redis key: a bucket's layout changed (hash -> "units:last"
+ * string), so nodes of two versions sharing a Redis during a rolling
+ * upgrade each count in their own keys instead of failing on each other's
+ * (WRONGTYPE). */
+#define RL_KEY_VERSION "2:"
+/* Drained batches a loop keeps for reuse (most recent): a client sending
+ * one request at a time then costs a hash lookup, not an allocation, a
+ * timer and a hash insert and delete per check. */
+#define RL_IDLE_BATCHES 64
 
 enum rl_fail { RL_FAIL_OPEN = 0, RL_FAIL_CLOSED = 1, RL_FAIL_LOCAL = 2 };
 
@@ -38,42 +47,51 @@ static const char *const rl_fail_names[] = {"open", "closed", "local"};
 static const char *const rl_class_names[] = {"read", "write"};
 static const char rl_class_tags[] = {'r', 'w'};
 
-/* KEYS: buckets; ARGV: burst, per_minute, ttl_ms.  Same arithmetic as
- * local_take().  Integers stay below 2^53, so Lua's doubles are exact;
- * %.0f because Lua's own number->string conversion keeps 14 digits only. */
+/* KEYS: buckets; ARGV: burst, per_minute, ttl_ms, n (checks in this
+ * call).  Same arithmetic as rl_local_take(), for n checks at one instant:
+ * k = how many of them get a token from every key (0..n), and the lowest
+ * bucket after taking k.  Returns {k, lowest units}.  A bucket is one
+ * string "units:last_us" written with its expiry (SET PX: a key expires
+ * when its bucket would be full again, the same as absent), so a call is
+ * TIME, one MGET and, when something is taken, one SET per key -- four
+ * redis.call for the usual two keys, where the hash layout took seven.
+ * Something else under our key is an error (WRONGTYPE), never overwritten.
+ * Integers stay below 2^53, so Lua's doubles are exact; %.0f because Lua's
+ * own number->string conversion keeps 14 digits only. */
 static const char rl_script[] =
     "local unit = 60000000\n"
     "local cap = tonumber(ARGV[1]) * unit\n"
     "local rate = tonumber(ARGV[2])\n"
-    "local ttl = tonumber(ARGV[3])\n"
     "local t = redis.call('TIME')\n"
     "local now = tonumber(t[1]) * 1000000 + tonumber(t[2])\n"
-    "local units = {}\n"
-    "local ok = 1\n"
-    "for i, k in ipairs(KEYS) do\n"
-    "  local v = redis.call('HMGET', k, 'u', 't')\n"
-    "  local u = tonumber(v[1])\n"
-    "  local last = tonumber(v[2])\n"
-    "  if u == nil or last == nil then\n"
-    "    u = cap\n"
-    "  elseif now > last then\n"
-    "    u = u + (now - last) * rate\n"
-    "  end\n"
-    "  if u > cap then u = cap end\n"
-    "  units[i] = u\n"
-    "  if u < unit then ok = 0 end\n"
-    "end\n"
+    "local v = redis.call('MGET', unpack(KEYS))\n"
     "local low = cap\n"
-    "for i, k in ipairs(KEYS) do\n"
-    "  local u = units[i]\n"
-    "  if ok == 1 then\n"
-    "    u = u - unit\n"
-    "    redis.call('HSET', k, 'u', string.format('%.0f', u), 't', string.format('%.0f', now))\n"
-    "    redis.call('PEXPIRE', k, ttl)\n"
+    "for i = 1, #KEYS do\n"
+    "  local u = cap\n"
+    "  if v[i] then\n"
+    "    local a, b = string.match(v[i], '^(%d+):(%d+)$')\n"
+    "    if not a then\n"
+    "      return redis.error_reply('WRONGTYPE not a rate-limit bucket: ' .. KEYS[i])\n"
+    "    end\n"
+    "    u = tonumber(a)\n"
+    "    local last = tonumber(b)\n"
+    "    if now > last then u = u + (now - last) * rate end\n"
+    "    if u > cap then u = cap end\n"
     "  end\n"
+    "  v[i] = u\n"
     "  if u < low then low = u end\n"
     "end\n"
-    "return {ok, string.format('%.0f', low)}\n";
+    "local k = math.floor(low / unit)\n"
+    "local n = tonumber(ARGV[4])\n"
+    "if k > n then k = n end\n"
+    "if k > 0 then\n"
+    "  local take = k * unit\n"
+    "  local ts = string.format(':%.0f', now)\n"
+    "  for i = 1, #KEYS do\n"
+    "    redis.call('SET', KEYS[i], string.format('%.0f', v[i] - take) .. ts, 'PX', ARGV[3])\n"
+    "  end\n"
+    "end\n"
+    "return {k, string.format('%.0f', low - k * unit)}\n";
 
 struct rl_bucket {
     UT_hash_handle hh;
@@ -114,6 +132,13 @@ struct rl_conn {
     struct event *retry_ev;
     struct event *connect_ev;
     int backoff_ms;
+    struct rl_batch *batches;                 /* by key set and rate: at most one call each in flight */
+    struct event *flush_ev;                   /* end of this loop iteration: send what waits */
+    struct rl_batch *flush_head, *flush_tail; /* batches with checks to send, oldest first */
+    struct rl_batch *idle;                    /* drained batches, least recently used first */
+    size_t nidle;
+    struct rl_batch *last; /* the batch of the latest check: most checks repeat it, a memcmp
+                            * instead of hashing the whole key set */
 };
 
 struct aos_ratelimit {
@@ -136,28 +161,51 @@ struct aos_ratelimit {
     double connect_timeout;
     double timeout;
     char *prefix;
+    char *kprefix;        /* prefix + RL_KEY_VERSION: where the buckets live */
     char client_name[96]; /* "aosd-rl:<prefix>", or "" when the prefix has no valid name */
     char sha[41];
     atomic_bool redis_down;
     struct rl_conn **conns;
     size_t nconns;
+    atomic_uint_fast64_t calls; /* script calls sent (tests, benchmarks) */
 };
 
-struct rl_req {
-    struct aos_ratelimit *rl;
-    struct rl_conn *conn;
+/* One check waiting for Redis. */
+struct rl_wait {
+    struct rl_wait *next;
     aos_rl_done_fn done;
     void *arg;
+    int fail;
+};
+
+/* The checks of one loop for one key set and rate.  Those that arrive
+ * while a call for the set is in flight (or in the same loop iteration)
+ * wait in `pend` and go as ONE script call with cost n when it returns:
+ * Redis runs the script once per call, not once per check, and the first
+ * k in arrival order get the k tokens there were -- what n calls in a row
+ * would have answered, without n round trips of Lua. */
+struct rl_batch {
+    UT_hash_handle hh; /* in conn->batches, by id[0..idlen) */
+    struct rl_conn *conn;
+    struct rl_batch *flush_next;
+    struct rl_batch *idle_prev, *idle_next; /* on conn->idle while drained */
+    struct event *timer;                    /* the call in flight */
     enum aos_rl_class cls;
     struct aos_rate rate;
-    int fail;
-    struct event *timer;
-    bool answered;
+    struct rl_wait *pend, **pend_tail; /* not sent yet, arrival order */
+    size_t npend;
+    struct rl_wait *fly; /* in the call in flight; NULL once answered */
+    size_t nfly;
+    bool inflight; /* a call is in flight (its reply callback has not run) */
+    bool queued;   /* on conn's flush list */
+    bool idle;     /* on conn's idle list */
     bool sent_eval;
-    char **keys; /* Redis keys: prefix + "<c>:" + caller key */
     size_t nkeys;
-    size_t plen; /* keys[i] + plen is the local bucket key */
-    char nkeys_s[24], burst_s[16], rate_s[16], ttl_s[24];
+    size_t plen;  /* keys[i] + plen is the local bucket key */
+    char **keys;  /* Redis keys, pointing into id */
+    size_t idlen; /* id = burst, per_minute, then the keys with their NULs */
+    char *id;
+    char burst_s[16], rate_s[16], ttl_s[24], nkeys_s[24];
 };
 
 /* ------------------------------------------------------------ helpers */
@@ -662,23 +710,8 @@ static void rl_on_connect_timeout(evutil_socket_t fd, short what, void *arg)
         rl_conn_drop(c, "connect timeout");
 }
 
-static void rl_req_free(struct rl_req *q)
-{
-    if (q->timer != NULL)
-        event_free(q->timer);
-    free(q->keys);
-    free(q);
-}
-
-static void rl_req_answer_down(struct rl_req *q)
-{
-    if (q->answered)
-        return;
-    q->answered = true;
-    rl_answer_down(q->rl, q->fail, q->cls, q->rate, q->keys, q->nkeys, q->plen, q->done, q->arg);
-}
-
 static void rl_on_reply(redisAsyncContext *ac, void *reply_, void *privdata);
+static void rl_on_batch_timeout(evutil_socket_t fd, short what, void *arg);
 
 /* Decimal digits of v (>= 0) at out; returns how many (at most 20). */
 static size_t rl_fmt_u64(char *out, uint64_t v)
@@ -705,22 +738,105 @@ static void rl_fmt_int(char *out, int64_t v)
     out[n] = '\0';
 }
 
+/* Answers a detached list of checks by their redis_fail, and frees it. */
+static void rl_waits_down(struct rl_batch *b, struct rl_wait *w)
+{
+    struct aos_ratelimit *rl = b->conn->rl;
+    while (w != NULL) {
+        struct rl_wait *next = w->next;
+        rl_answer_down(rl, w->fail, b->cls, b->rate, b->keys, b->nkeys, b->plen, w->done, w->arg);
+        free(w);
+        w = next;
+    }
+}
+
+/* Detaches before answering: a done callback may start another check,
+ * which then joins this batch's `pend` (never the list being answered). */
+static void rl_batch_fly_down(struct rl_batch *b)
+{
+    struct rl_wait *w = b->fly;
+    b->fly = NULL;
+    b->nfly = 0;
+    rl_waits_down(b, w);
+}
+
+static void rl_batch_pend_down(struct rl_batch *b)
+{
+    struct rl_wait *w = b->pend;
+    b->pend = NULL;
+    b->pend_tail = &b->pend;
+    b->npend = 0;
+    rl_waits_down(b, w);
+}
+
+static void rl_batch_free(struct rl_batch *b)
+{
+    struct rl_conn *c = b->conn;
+    if (b->idle) {
+        DL_DELETE2(c->idle, b, idle_prev, idle_next);
+        c->nidle--;
+    }
+    if (c->last == b)
+        c->last = NULL;
+    HASH_DELETE(hh, c->batches, b);
+    event_free(b->timer);
+    free(b);
+}
+
+/* A drained batch goes to the idle list; the least recent beyond
+ * RL_IDLE_BATCHES is freed. */
+static void rl_batch_maybe_free(struct rl_batch *b)
+{
+    struct rl_conn *c = b->conn;
+    if (b->inflight || b->queued || b->npend > 0 || b->idle)
+        return;
+    b->idle = true;
+    DL_APPEND2(c->idle, b, idle_prev, idle_next);
+    if (++c->nidle > RL_IDLE_BATCHES)
+        rl_batch_free(c->idle);
+}
+
+/* Sends at the end of this loop iteration, so the checks of the same
+ * iteration share the call.  hiredis writes only when the loop polls the
+ * socket again anyway: a lone check leaves as early as it did uncoalesced. */
+static void rl_batch_queue(struct rl_batch *b)
+{
+    struct rl_conn *c = b->conn;
+    if (b->queued)
+        return;
+    b->queued = true;
+    b->flush_next = NULL;
+    if (c->flush_tail != NULL) {
+        c->flush_tail->flush_next = b; /* the flush is already due */
+    } else {
+        c->flush_head = b;
+        event_active(c->flush_ev, EV_TIMEOUT, 0);
+    }
+    c->flush_tail = b;
+}
+
 /* The command in RESP, built here: hiredis's printf-style formatting was
  * most of the client-side cost of a Redis check. */
-static int rl_req_send(struct rl_req *q, bool eval)
+static int rl_batch_send(struct rl_batch *b, redisAsyncContext *ac, bool eval)
 {
-    const char *argv[RL_MAX_KEYS + 6];
-    size_t lens[RL_MAX_KEYS + 6];
+    const char *argv[RL_MAX_KEYS + 7];
+    size_t lens[RL_MAX_KEYS + 7];
+    char n_s[24];
     int argc = 0;
+    rl_fmt_int(n_s, (int64_t)b->nfly);
     argv[argc++] = eval ? "EVAL" : "EVALSHA";
-    argv[argc++] = eval ? rl_script : q->rl->sha;
-    argv[argc++] = q->nkeys_s;
-    for (size_t i = 0; i < q->nkeys; i++)
-        argv[argc++] = q->keys[i];
-    argv[argc++] = q->burst_s;
-    argv[argc++] = q->rate_s;
-    argv[argc++] = q->ttl_s;
-    size_t total = 1 + 20 + 2;
+    argv[argc++] = eval ? rl_script : b->conn->rl->sha;
+    argv[argc++] = b->nkeys_s;
+    for (size_t i = 0; i < b->nkeys; i++)
+        argv[argc++] = b->keys[i];
+    argv[argc++] = b->burst_s;
+    argv[argc++] = b->rate_s;
+    argv[argc++] = b->ttl_s;
+    argv[argc++] = n_s;
+    /* + 1: hiredis 0.14 reads the formatted command with strchr()
+     * (nextArgument in __redisAsyncCommand), so it must end in a NUL that
+     * is not part of the command. */
+    size_t total = 1 + 20 + 2 + 1;
     for (int i = 0; i < argc; i++) {
         lens[i] = strlen(argv[i]);
         total += 1 + 20 + 2 + lens[i] + 2;
@@ -744,49 +860,108 @@ static int rl_req_send(struct rl_req *q, bool eval)
         buf[n++] = '\r';
         buf[n++] = '\n';
     }
-    int rc = redisAsyncFormattedCommand(q->conn->ac, rl_on_reply, q, buf, n) == REDIS_OK ? 0 : -1;
+    buf[n] = '\0';
+    int rc = redisAsyncFormattedCommand(ac, rl_on_reply, b, buf, n) == REDIS_OK ? 0 : -1;
     if (buf != stack)
         free(buf);
+    if (rc == 0)
+        atomic_fetch_add_explicit(&b->conn->rl->calls, 1, memory_order_relaxed);
     return rc;
 }
 
-/* Answers q from a well-formed script reply {ok, lowest units}; false if
- * the reply is anything else. */
-static bool rl_reply_answer(struct rl_req *q, const redisReply *reply)
+/* Everything waiting becomes the call in flight. */
+static void rl_batch_start(struct rl_batch *b)
+{
+    struct rl_conn *c = b->conn;
+    b->fly = b->pend;
+    b->nfly = b->npend;
+    b->pend = NULL;
+    b->pend_tail = &b->pend;
+    b->npend = 0;
+    b->sent_eval = false;
+    if (rl_batch_send(b, c->ac, false) != 0) {
+        rl_batch_fly_down(b);
+        return;
+    }
+    b->inflight = true;
+    double t = c->rl->timeout;
+    struct timeval tv = {(time_t)t, (suseconds_t)((t - (double)(time_t)t) * 1e6)};
+    evtimer_add(b->timer, &tv);
+}
+
+static void rl_on_flush(evutil_socket_t fd, short what, void *arg)
+{
+    struct rl_conn *c = arg;
+    struct rl_batch *b;
+    (void)fd;
+    (void)what;
+    while ((b = c->flush_head) != NULL) {
+        c->flush_head = b->flush_next;
+        if (c->flush_head == NULL)
+            c->flush_tail = NULL;
+        b->queued = false;
+        if (!b->inflight && b->npend > 0) {
+            if (c->ac != NULL)
+                rl_batch_start(b);
+            else
+                rl_batch_pend_down(b);
+        }
+        rl_batch_maybe_free(b);
+    }
+}
+
+/* Answers the call in flight from a well-formed reply {k, lowest units
+ * after taking k}: the first k checks (arrival order) each took a token,
+ * the i-th seeing the buckets as they were right after its own take; the
+ * others were refused and see them after all k.  False if the reply is
+ * anything else. */
+static bool rl_batch_answer(struct rl_batch *b, const redisReply *reply)
 {
     if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 2 ||
         reply->element[0]->type != REDIS_REPLY_INTEGER || reply->element[1]->type != REDIS_REPLY_STRING)
+        return false;
+    long long k = reply->element[0]->integer;
+    if (k < 0 || (unsigned long long)k > b->nfly)
         return false;
     char *end;
     errno = 0;
     long long low = strtoll(reply->element[1]->str, &end, 10);
     if (errno != 0 || *end != '\0')
         return false;
-    struct aos_rl_result r;
-    rl_fill(&r, q->cls, q->rate, reply->element[0]->integer == 1, low);
-    q->answered = true;
-    q->done(q->arg, &r);
+    struct rl_wait *w = b->fly;
+    b->fly = NULL;
+    b->nfly = 0;
+    for (long long i = 0; w != NULL; i++) {
+        struct rl_wait *next = w->next;
+        struct aos_rl_result r;
+        bool ok = i < k;
+        rl_fill(&r, b->cls, b->rate, ok, ok ? low + (k - 1 - i) * RL_UNIT : low);
+        w->done(w->arg, &r);
+        free(w);
+        w = next;
+    }
     return true;
 }
 
 static void rl_on_reply(redisAsyncContext *ac, void *reply_, void *privdata)
 {
     redisReply *reply = reply_;
-    struct rl_req *q = privdata;
-    struct rl_conn *c = q->conn;
+    struct rl_batch *b = privdata;
+    struct rl_conn *c = b->conn;
 
     if (reply == NULL) {
         /* The context is being freed (connection lost, or we dropped it). */
         if (c->ac == ac)
             rl_conn_lost(c, ac->errstr[0] ? ac->errstr : "connection lost");
-    } else if (!q->answered) {
-        if (reply->type == REDIS_REPLY_ERROR && strncmp(reply->str, "NOSCRIPT", 8) == 0 && !q->sent_eval) {
+    } else if (b->fly != NULL) {
+        if (reply->type == REDIS_REPLY_ERROR && strncmp(reply->str, "NOSCRIPT", 8) == 0 && !b->sent_eval &&
+            c->ac == ac) {
             /* The script cache was flushed (or Redis restarted): EVAL this
-             * one and load it again for the next ones. */
-            q->sent_eval = true;
-            if (rl_send_script_load(ac) == REDIS_OK && rl_req_send(q, true) == 0)
+             * call and load it again for the next ones. */
+            b->sent_eval = true;
+            if (rl_send_script_load(ac) == REDIS_OK && rl_batch_send(b, ac, true) == 0)
                 return;
-        } else if (!rl_reply_answer(q, reply) && c->ac == ac) {
+        } else if (!rl_batch_answer(b, reply) && c->ac == ac) {
             /* NOAUTH, READONLY after a failover, BUSY, OOM, WRONGTYPE...:
              * this server cannot count for us now.  Dropping the connection
              * logs once and retries with backoff, instead of one warning
@@ -794,20 +969,28 @@ static void rl_on_reply(redisAsyncContext *ac, void *reply_, void *privdata)
             rl_conn_drop(c, reply->type == REDIS_REPLY_ERROR ? reply->str : "unexpected reply to the script");
         }
     }
-    rl_req_answer_down(q); /* no-op when answered */
-    rl_req_free(q);
+    evtimer_del(b->timer);
+    b->inflight = false;
+    rl_batch_fly_down(b); /* no-op when answered */
+    if (b->npend > 0) {
+        if (c->ac != NULL)
+            rl_batch_queue(b);
+        else
+            rl_batch_pend_down(b);
+    }
+    rl_batch_maybe_free(b);
 }
 
-static void rl_on_req_timeout(evutil_socket_t fd, short what, void *arg)
+static void rl_on_batch_timeout(evutil_socket_t fd, short what, void *arg)
 {
-    struct rl_req *q = arg;
-    struct rl_conn *c = q->conn;
+    struct rl_batch *b = arg;
+    struct rl_conn *c = b->conn;
     (void)fd;
     (void)what;
-    rl_req_answer_down(q);
+    rl_batch_fly_down(b);
     /* A Redis that does not answer in time is down: dropping the context
      * answers every queued check now instead of each waiting its turn.
-     * The drop runs this request's reply callback, which frees it. */
+     * The drop runs this call's reply callback, which may free b. */
     if (c->ac != NULL)
         rl_conn_drop(c, "command timeout");
 }
@@ -820,64 +1003,116 @@ static struct rl_conn *rl_conn_find(struct aos_ratelimit *rl, struct aos_loop *l
     return NULL;
 }
 
+/* This loop's batch for the key set keys[0..nkeys) (contiguous, as
+ * rl_keys_build lays them out) at this rate; made when there is none.
+ * NULL: out of memory. */
+static struct rl_batch *rl_batch_get(struct rl_conn *c, enum aos_rl_class cls, struct aos_rate rate,
+                                     char *const *keys, size_t nkeys)
+{
+    const char *kbeg = keys[0];
+    const char *kend = keys[nkeys - 1] + strlen(keys[nkeys - 1]) + 1;
+    size_t klen = (size_t)(kend - kbeg);
+    size_t idlen = 2 * sizeof(int) + klen;
+    char stack[512];
+    char *id = idlen <= sizeof stack ? stack : malloc(idlen);
+    struct rl_batch *b = NULL;
+    if (id == NULL)
+        return NULL;
+    memcpy(id, &rate.burst, sizeof(int));
+    memcpy(id + sizeof(int), &rate.per_minute, sizeof(int));
+    memcpy(id + 2 * sizeof(int), kbeg, klen);
+    if (c->last != NULL && c->last->idlen == idlen && memcmp(c->last->id, id, idlen) == 0)
+        b = c->last;
+    else
+        HASH_FIND(hh, c->batches, id, idlen, b);
+    if (b != NULL) {
+        c->last = b;
+        if (b->idle) {
+            DL_DELETE2(c->idle, b, idle_prev, idle_next);
+            c->nidle--;
+            b->idle = false;
+        }
+        goto out;
+    }
+    b = malloc(sizeof *b + nkeys * sizeof(char *) + idlen);
+    if (b == NULL)
+        goto out;
+    memset(b, 0, sizeof *b);
+    b->timer = evtimer_new(aos_loop_base(c->loop), rl_on_batch_timeout, b);
+    if (b->timer == NULL) {
+        free(b);
+        b = NULL;
+        goto out;
+    }
+    b->conn = c;
+    b->cls = cls;
+    b->rate = rate;
+    b->pend_tail = &b->pend;
+    b->nkeys = nkeys;
+    b->plen = strlen(c->rl->kprefix);
+    b->keys = (char **)(b + 1);
+    b->id = (char *)(b->keys + nkeys);
+    b->idlen = idlen;
+    memcpy(b->id, id, idlen);
+    for (size_t i = 0; i < nkeys; i++)
+        b->keys[i] = b->id + 2 * sizeof(int) + (size_t)(keys[i] - kbeg);
+    int64_t ttl_ms =
+        rate.per_minute > 0 ? ceil_div((int64_t)rate.burst * 60000, rate.per_minute) + 1000 : 86400000;
+    rl_fmt_int(b->nkeys_s, (int64_t)nkeys);
+    rl_fmt_int(b->burst_s, rate.burst);
+    rl_fmt_int(b->rate_s, rate.per_minute);
+    rl_fmt_int(b->ttl_s, ttl_ms);
+    HASH_ADD_KEYPTR(hh, c->batches, b->id, b->idlen, b);
+    c->last = b;
+out:
+    if (id != stack)
+        free(id);
+    return b;
+}
+
 static void rl_check_redis(struct aos_ratelimit *rl, struct aos_loop *loop, enum aos_rl_class cls,
                            struct aos_rate rate, int fail, const char *const *keys, size_t nkeys,
                            aos_rl_done_fn done, void *arg)
 {
     struct rl_conn *c = rl_conn_find(rl, loop);
-    struct rl_req *q = calloc(1, sizeof *q);
-    if (q == NULL)
-        goto fail;
-    q->rl = rl;
-    q->conn = c;
-    q->done = done;
-    q->arg = arg;
-    q->cls = cls;
-    q->rate = rate;
-    q->fail = fail;
-    q->plen = strlen(rl->prefix);
-    q->keys = rl_keys_build(rl->prefix, cls, keys, nkeys, &q->nkeys, NULL, 0);
-    if (q->keys == NULL)
-        goto fail;
-    if (c == NULL || c->ac == NULL || q->nkeys == 0) {
-        if (q->nkeys == 0) {
-            struct aos_rl_result r;
-            rl_fill(&r, cls, rate, true, (int64_t)rate.burst * RL_UNIT);
-            done(arg, &r);
-        } else {
-            rl_req_answer_down(q);
-        }
-        rl_req_free(q);
-        return;
-    }
-    int64_t ttl_ms =
-        rate.per_minute > 0 ? ceil_div((int64_t)rate.burst * 60000, rate.per_minute) + 1000 : 86400000;
-    rl_fmt_int(q->nkeys_s, (int64_t)q->nkeys);
-    rl_fmt_int(q->burst_s, rate.burst);
-    rl_fmt_int(q->rate_s, rate.per_minute);
-    rl_fmt_int(q->ttl_s, ttl_ms);
-    q->timer = evtimer_new(aos_loop_base(loop), rl_on_req_timeout, q);
-    if (q->timer == NULL || rl_req_send(q, false) != 0) {
-        rl_req_answer_down(q);
-        rl_req_free(q);
-        return;
-    }
-    double t = rl->timeout;
-    struct timeval tv = {(time_t)t, (suseconds_t)((t - (double)(time_t)t) * 1e6)};
-    evtimer_add(q->timer, &tv);
-    return;
-fail:
-    if (q != NULL)
-        free(q->keys);
-    free(q);
-    {
+    size_t n, plen = strlen(rl->kprefix);
+    /* Pointers first: keep the block aligned for them. */
+    _Alignas(char *) char stack[1024];
+    char **k = rl_keys_build(rl->kprefix, cls, keys, nkeys, &n, stack, sizeof stack);
+    struct aos_rl_result r;
+    if (k == NULL) {
         /* Out of memory: no keys to fall back on; answer by the mode. */
-        struct aos_rl_result r;
         rl_fill(&r, cls, rate, fail != RL_FAIL_CLOSED, (int64_t)rate.burst * RL_UNIT);
         r.degraded = true;
         r.unavailable = fail == RL_FAIL_CLOSED;
         done(arg, &r);
+        return;
     }
+    if (n == 0) {
+        rl_fill(&r, cls, rate, true, (int64_t)rate.burst * RL_UNIT);
+        done(arg, &r);
+    } else if (c == NULL || c->ac == NULL) {
+        rl_answer_down(rl, fail, cls, rate, k, n, plen, done, arg);
+    } else {
+        struct rl_wait *w = malloc(sizeof *w);
+        struct rl_batch *b = w != NULL ? rl_batch_get(c, cls, rate, k, n) : NULL;
+        if (b == NULL) {
+            free(w);
+            rl_answer_down(rl, fail, cls, rate, k, n, plen, done, arg);
+        } else {
+            w->next = NULL;
+            w->done = done;
+            w->arg = arg;
+            w->fail = fail;
+            *b->pend_tail = w;
+            b->pend_tail = &w->next;
+            b->npend++;
+            if (!b->inflight)
+                rl_batch_queue(b);
+        }
+    }
+    if ((void *)k != (void *)stack)
+        free(k);
 }
 
 /* ------------------------------------------------------------ API */
@@ -1059,6 +1294,7 @@ struct aos_ratelimit *aos_ratelimit_new(const struct aos_conf_limits *limits,
     if (aos_ratelimit_set_prefix(rl, "aos:rl:") != 0)
         goto fail;
     atomic_init(&rl->redis_down, false);
+    atomic_init(&rl->calls, 0);
     rl->connect_timeout = redis != NULL && redis->connect_timeout > 0 ? redis->connect_timeout : 2.0;
     rl->timeout = rl->connect_timeout;
     if (rl->redis_policy) {
@@ -1090,6 +1326,7 @@ fail:
         pthread_rwlock_destroy(&rl->limits_lock);
     rl_limits_free(rl->limits);
     free(rl->prefix);
+    free(rl->kprefix);
     free(rl->host);
     free(rl->path);
     free(rl->password);
@@ -1113,11 +1350,14 @@ int aos_ratelimit_attach_loop(struct aos_ratelimit *rl, struct aos_loop *loop)
     c->backoff_ms = RL_BACKOFF_MIN_MS;
     c->retry_ev = evtimer_new(aos_loop_base(loop), rl_on_retry, c);
     c->connect_ev = evtimer_new(aos_loop_base(loop), rl_on_connect_timeout, c);
-    if (c->retry_ev == NULL || c->connect_ev == NULL) {
+    c->flush_ev = event_new(aos_loop_base(loop), -1, 0, rl_on_flush, c);
+    if (c->retry_ev == NULL || c->connect_ev == NULL || c->flush_ev == NULL) {
         if (c->retry_ev != NULL)
             event_free(c->retry_ev);
         if (c->connect_ev != NULL)
             event_free(c->connect_ev);
+        if (c->flush_ev != NULL)
+            event_free(c->flush_ev);
         free(c);
         return -1;
     }
@@ -1133,7 +1373,17 @@ void aos_ratelimit_free(struct aos_ratelimit *rl)
     for (size_t i = 0; i < rl->nconns; i++) {
         struct rl_conn *c = rl->conns[i];
         c->closing = true;
+        /* Calls in flight are answered (by redis_fail) as hiredis frees the
+         * context; then what still waits for the end of an iteration. */
         rl_conn_drop(c, "shutdown");
+        struct rl_batch *b, *tmp;
+        HASH_ITER(hh, c->batches, b, tmp)
+        {
+            rl_batch_pend_down(b);
+            rl_batch_free(b);
+        }
+        c->flush_head = c->flush_tail = NULL;
+        event_free(c->flush_ev);
         event_free(c->retry_ev);
         event_free(c->connect_ev);
         free(c);
@@ -1151,6 +1401,7 @@ void aos_ratelimit_free(struct aos_ratelimit *rl)
     pthread_rwlock_destroy(&rl->limits_lock);
     rl_limits_free(rl->limits);
     free(rl->prefix);
+    free(rl->kprefix);
     free(rl->host);
     free(rl->path);
     free(rl->password);
@@ -1165,11 +1416,20 @@ void aos_ratelimit_set_clock(struct aos_ratelimit *rl, aos_rl_clock_fn now_us, v
 
 int aos_ratelimit_set_prefix(struct aos_ratelimit *rl, const char *prefix)
 {
+    size_t len = strlen(prefix);
     char *p = strdup(prefix);
-    if (p == NULL)
+    char *kp = malloc(len + sizeof RL_KEY_VERSION);
+    if (p == NULL || kp == NULL) {
+        free(p);
+        free(kp);
         return -1;
+    }
+    memcpy(kp, prefix, len);
+    memcpy(kp + len, RL_KEY_VERSION, sizeof RL_KEY_VERSION);
     free(rl->prefix);
+    free(rl->kprefix);
     rl->prefix = p;
+    rl->kprefix = kp;
     int n = snprintf(rl->client_name, sizeof rl->client_name, "aosd-rl:%s", prefix);
     bool ok = n > 0 && (size_t)n < sizeof rl->client_name;
     for (const char *c = prefix; ok && *c; c++)
@@ -1194,4 +1454,9 @@ bool aos_ratelimit_redis_up(struct aos_ratelimit *rl, struct aos_loop *loop)
 {
     struct rl_conn *c = rl_conn_find(rl, loop);
     return c != NULL && c->ac != NULL && c->up;
+}
+
+uint64_t aos_ratelimit_redis_calls(struct aos_ratelimit *rl)
+{
+    return (uint64_t)atomic_load_explicit(&rl->calls, memory_order_relaxed);
 }

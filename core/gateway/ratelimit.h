@@ -15,11 +15,21 @@
  * A check takes one token from EVERY key it is given or from none (the
  * request passes only when all keys have a token; a refused request
  * charges nothing).  READ and WRITE buckets are separate even for the same
- * key string.  Redis: one Lua script per check (EVALSHA; NOSCRIPT falls
- * back to EVAL and reloads), atomic, clock = Redis TIME, PEXPIRE on every
- * key (a key expires when its bucket would be full again, which is the
- * same as absent).  Multi-key scripts need every key in one hash slot:
- * Redis Cluster is not supported.
+ * key string.  Redis: one Lua script per call (EVALSHA; NOSCRIPT falls
+ * back to EVAL and reloads), atomic, clock = Redis TIME, an expiry on
+ * every key written (a key expires when its bucket would be full again,
+ * which is the same as absent); keys are <prefix>"2:"<r|w>":"<key>, the
+ * value "units:last_us".  Multi-key scripts need every key in one hash
+ * slot: Redis Cluster is not supported.
+ *
+ * Coalescing (Redis): a loop has at most one call in flight per key set
+ * and rate.  Checks for that set made while it is in flight, or in the
+ * same loop iteration, wait and go as ONE call with cost n; the script
+ * answers how many of the n get a token, and the first ones in arrival
+ * order do -- each check's result (allowed, remaining, reset, Retry-After)
+ * is what n checks in a row would have got.  A lone check is sent at once
+ * (at the end of the loop iteration, before hiredis would write anyway).
+ * Several nodes still share one budget: every call is one atomic script.
  *
  * Threads: aos_ratelimit_new, the setters and aos_ratelimit_attach_loop
  * run before any loop runs; aos_ratelimit_check runs on `loop`'s thread
@@ -138,5 +148,8 @@ void aos_ratelimit_set_timeout(struct aos_ratelimit *rl, double seconds);
 size_t aos_ratelimit_local_count(struct aos_ratelimit *rl);
 /* Whether this loop's Redis connection is up (for tests and /health). */
 bool aos_ratelimit_redis_up(struct aos_ratelimit *rl, struct aos_loop *loop);
+/* Script calls sent to Redis so far, all loops (coalesced checks count
+ * once; a NOSCRIPT retry counts again).  Any thread. */
+uint64_t aos_ratelimit_redis_calls(struct aos_ratelimit *rl);
 
 #endif

@@ -1,7 +1,8 @@
 """Rate limits, black-box, with limits ON (no AOS_TESTING): exact burst
 numbers, refill, both keys, exemptions, per-tenant overrides, headers, and
 two aosd processes sharing one budget through Redis (when AOS_TEST_REDIS is
-set), including many racing requests."""
+set), including many racing requests, and per-request headers when racing
+reads are coalesced into one Redis call."""
 import os
 import random
 import sys
@@ -149,9 +150,52 @@ def test_redis_shared(t):
         b.cleanup()
 
 
+def test_redis_concurrent_headers(t):
+    """Concurrent reads on one node are coalesced into few Redis calls: each
+    request must still get its own place in the bucket (distinct
+    X-RateLimit-Remaining, exactly one per token) and the 429s their
+    Retry-After, as if they had been checked one by one."""
+    url = os.environ.get("AOS_TEST_REDIS")
+    if not url:
+        t.skip("concurrent checks through Redis keep per-request headers", "AOS_TEST_REDIS not set")
+        return
+    # 1 token a minute: no refill during the test, so the numbers are exact.
+    d = Daemon(plugins=PLUGINS, testing=False,
+               extra='redis: { url = "%s"; }; limits: { policy = "redis"; read = { per_minute = 1; burst = 40; }; };'
+               % url)
+    try:
+        d.start()
+        auth = login(d, make_user(d, "acme"), client_ip())
+        ip = client_ip()
+        results = []
+        lock = threading.Lock()
+
+        def fire():
+            r = d.request("GET", "/api/v1/auth/me", headers=auth, source=ip)
+            with lock:
+                results.append(r)
+
+        threads = [threading.Thread(target=fire) for _ in range(55)]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+        ok = [r for r in results if r.status == 200]
+        refused = [r for r in results if r.status == 429]
+        t.eq((len(ok), len(refused)), (40, 15), "55 racing reads: the burst of 40 pass, 15 are refused")
+        t.eq(sorted(int(r.header("x-ratelimit-remaining")) for r in ok), list(range(40)),
+             "each passed request has its own X-RateLimit-Remaining (39 down to 0)")
+        t.ok(all(r.header("x-ratelimit-remaining") == "0" and int(r.header("retry-after") or 0) >= 60
+                 and r.json()["error"]["code"] == "rate_limited" for r in refused),
+             "every 429 says 0 remaining, Retry-After >= 60 s (1/min) and rate_limited")
+        t.eq(d.stop(), 0, "clean exit")
+    finally:
+        d.cleanup()
+
+
 def main():
     t = Tap()
-    for fn in (test_local, test_exempt_and_disabled, test_redis_shared):
+    for fn in (test_local, test_exempt_and_disabled, test_redis_shared, test_redis_concurrent_headers):
         t.run(fn)
     return t.done()
 

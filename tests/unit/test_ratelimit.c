@@ -1,8 +1,9 @@
 /* Rate limiter: exact token-bucket numbers with an injected clock, keys
  * all-or-nothing, tenant overrides, eviction bound, header strings, no
  * over-admission across threads; with AOS_TEST_REDIS=redis://host:port/db
- * the same through Redis, two "nodes" sharing one budget, the NOSCRIPT
- * path and every redis_fail mode against a closed port. */
+ * the same through Redis, two "nodes" sharing one budget, coalescing
+ * (checks waiting behind a call go as one, answered in arrival order), the
+ * NOSCRIPT path and every redis_fail mode against a closed port. */
 #include "config.h"
 
 /* clang-format off: cmocka.h needs these first, in this order */
@@ -468,6 +469,15 @@ static void run_until(struct aos_loop *loop, const int *calls, int want)
         assert_true(event_base_loop(aos_loop_base(loop), EVLOOP_ONCE) >= 0);
 }
 
+/* Exactly one pass of the loop: what is due runs (the end-of-iteration
+ * flush that hands coalesced checks to hiredis), without waiting.  Plain
+ * EVLOOP_NONBLOCK would go on while anything is ready, a Redis reply
+ * included. */
+static void one_pass(struct aos_loop *loop)
+{
+    assert_true(event_base_loop(aos_loop_base(loop), EVLOOP_ONCE | EVLOOP_NONBLOCK) >= 0);
+}
+
 /* Fires n checks at once (all in flight together), then runs the loop. */
 static void fire(struct aos_ratelimit *rl, struct aos_loop *loop, enum aos_rl_class cls, const char *const *k,
                  size_t nk, int n, struct outcome *o)
@@ -527,6 +537,102 @@ static void test_redis_burst(void **state)
     assert_int_equal(c.allowed, 60);
 
     aos_ratelimit_free(rl);
+    aos_loop_free(loop);
+}
+
+/* Every result of a run of checks, in the order they were answered. */
+struct seq {
+    int n;
+    struct aos_rl_result r[128];
+};
+
+static void on_seq(void *arg, const struct aos_rl_result *r)
+{
+    struct seq *s = arg;
+    assert_true(s->n < 128);
+    s->r[s->n++] = *r;
+}
+
+static void fire_seq(struct aos_ratelimit *rl, struct aos_loop *loop, enum aos_rl_class cls,
+                     const char *const *k, size_t nk, int n, struct seq *s)
+{
+    for (int i = 0; i < n; i++)
+        aos_ratelimit_check(rl, loop, cls, NULL, k, nk, on_seq, s);
+}
+
+/* Checks of one iteration, and those that arrive while a call is in
+ * flight, go to Redis as one call; each is answered in arrival order with
+ * exactly what the same checks one by one would have got. */
+static void test_redis_coalesce(void **state)
+{
+    (void)state;
+    const char *url = redis_url();
+    assert_non_null(url); /* listed only when AOS_TEST_REDIS is set */
+    make_prefix("coalesce");
+    struct aos_loop *loop = aos_loop_new("rl-test");
+    assert_non_null(loop);
+    struct aos_ratelimit *rl = redis_new(url, "closed");
+    assert_int_equal(aos_ratelimit_attach_loop(rl, loop), 0);
+
+    /* 100 writes in one iteration: one call, the first 30 pass. */
+    const char *kw[] = {"p:t:dave", "ip:10.0.0.3"};
+    static struct seq w;
+    memset(&w, 0, sizeof w);
+    fire_seq(rl, loop, AOS_RL_WRITE, kw, 2, 100, &w);
+    assert_int_equal(w.n, 0);
+    assert_int_equal(aos_ratelimit_redis_calls(rl), 0); /* sent at the end of the iteration */
+    run_until(loop, &w.n, 100);
+    assert_int_equal(aos_ratelimit_redis_calls(rl), 1);
+    for (int i = 0; i < 100; i++) {
+        assert_false(w.r[i].degraded);
+        assert_int_equal(w.r[i].allowed, i < 30);
+        assert_int_equal(w.r[i].remaining, i < 30 ? 29 - i : 0);
+        assert_int_equal(w.r[i].limit, 100);
+        assert_int_equal(w.r[i].burst, 30);
+        /* 100/min: each missing token is 0.6 s to refill. */
+        assert_int_equal(w.r[i].reset_s, (int)((i < 30 ? i + 1 : 30) * 600 + 999) / 1000);
+        assert_int_equal(w.r[i].retry_after_s, i < 30 ? 0 : 1);
+    }
+
+    /* A lone read leaves in the same iteration; 20 more arriving while it
+     * is in flight wait, then go together: two calls, counted in order. */
+    const char *kr[] = {"p:t:erin"};
+    static struct seq r;
+    memset(&r, 0, sizeof r);
+    fire_seq(rl, loop, AOS_RL_READ, kr, 1, 1, &r);
+    one_pass(loop);
+    assert_int_equal(aos_ratelimit_redis_calls(rl), 2);
+    fire_seq(rl, loop, AOS_RL_READ, kr, 1, 20, &r);
+    run_until(loop, &r.n, 21);
+    assert_int_equal(aos_ratelimit_redis_calls(rl), 3);
+    for (int i = 0; i < 21; i++) {
+        assert_true(r.r[i].allowed);
+        assert_int_equal(r.r[i].remaining, 59 - i);
+    }
+
+    /* Other key sets never share a call (nor a budget). */
+    const char *ka[] = {"p:t:fay"}, *kb[] = {"p:t:gus"};
+    struct outcome a = {0}, b = {0};
+    fire(rl, loop, AOS_RL_READ, ka, 1, 3, &a);
+    fire(rl, loop, AOS_RL_READ, kb, 1, 3, &b);
+    run_until(loop, &a.calls, 3);
+    run_until(loop, &b.calls, 3);
+    assert_int_equal(aos_ratelimit_redis_calls(rl), 5);
+    assert_int_equal(a.last.remaining, 57);
+    assert_int_equal(b.last.remaining, 57);
+
+    /* Freed with one call in flight and checks waiting behind it and for
+     * the end of the iteration: every one is answered, by redis_fail. */
+    struct outcome f = {0};
+    fire(rl, loop, AOS_RL_READ, ka, 1, 1, &f);
+    one_pass(loop);
+    fire(rl, loop, AOS_RL_READ, ka, 1, 2, &f);
+    fire(rl, loop, AOS_RL_READ, kb, 1, 2, &f);
+    assert_int_equal(f.calls, 0);
+    aos_ratelimit_free(rl);
+    assert_int_equal(f.calls, 5);
+    assert_int_equal(f.allowed, 0);
+    assert_true(f.last.unavailable);
     aos_loop_free(loop);
 }
 
@@ -621,7 +727,7 @@ static void test_redis_script_error(void **state)
     assert_non_null(url); /* listed only when AOS_TEST_REDIS is set */
     make_prefix("wrongtype");
     char cmd[200];
-    snprintf(cmd, sizeof cmd, "SET %sr:p:t:wrong x PX 60000", run_prefix);
+    snprintf(cmd, sizeof cmd, "SET %s2:r:p:t:wrong x PX 60000", run_prefix);
     redis_sync_cmd(url, cmd);
     struct aos_loop *loop = aos_loop_new("rl-test");
     struct aos_ratelimit *rl = redis_new(url, "closed");
@@ -797,9 +903,14 @@ static void test_redis_timeout(void **state)
     const char *k[] = {"p:t:hang"};
     struct outcome o = {0};
     fire(rl, loop, AOS_RL_READ, k, 1, 3, &o);
-    run_until(loop, &o.calls, 3);
+    /* The three leave as one call; two more wait behind it. */
+    one_pass(loop);
+    assert_int_equal(aos_ratelimit_redis_calls(rl), 1);
+    fire(rl, loop, AOS_RL_READ, k, 1, 2, &o);
+    run_until(loop, &o.calls, 5);
     assert_int_equal(o.allowed, 0);
     assert_true(o.last.unavailable);
+    assert_int_equal(aos_ratelimit_redis_calls(rl), 1);
     assert_false(aos_ratelimit_redis_up(rl, loop));
     aos_ratelimit_free(rl);
     aos_loop_free(loop);
@@ -845,12 +956,13 @@ int main(void)
         cmocka_unit_test(test_redis_unattached_loop),
         /* with a server: */
         cmocka_unit_test(test_redis_burst),
+        cmocka_unit_test(test_redis_coalesce),
         cmocka_unit_test(test_redis_two_nodes),
         cmocka_unit_test(test_redis_noscript),
         cmocka_unit_test(test_redis_script_error),
         cmocka_unit_test(test_redis_reconnect),
     };
-    const size_t nserver = 5;
+    const size_t nserver = 6;
     size_t n = sizeof tests / sizeof tests[0];
     if (redis_url() == NULL)
         n -= nserver;
