@@ -13,7 +13,8 @@
  * Streams take the same type/run filters.  They start after the id in the
  * Last-Event-ID header (what EventSource sends when it reconnects) or,
  * without it, after ?last_event_id= (a first connect that resumes); with
- * neither, from now.  Each event is one frame "id: <id>\ndata: <event as
+ * neither, "from now" means: every event committed after the client got
+ * the response head.  Each event is one frame "id: <id>\ndata: <event as
  * in the list>\n\n"; the stream opens with a retry: hint (events.retry)
  * and idle streams get a ":" comment every events.heartbeat.
  *
@@ -41,6 +42,9 @@
 #include "store/events.h"
 #include "store/store.h"
 #include "threadpool.h"
+#include "loop.h"
+
+#include <event2/event.h>
 
 #define LIMIT_DEFAULT 100
 #define LIMIT_MAX 1000
@@ -242,7 +246,16 @@ struct stream_ctx {
     struct filters f;
     bool resume;
     int64_t last_id;
+    /* Waiting for the hub's starting point (see stream_open). */
+    struct aos_http_request *req;
+    struct event *wait_ev;
+    int waited_ms, wait_step_ms;
 };
+
+/* How long a new stream waits for the hub to learn where "now" is (one
+ * store read, normally a millisecond) before it gets 503. */
+#define READY_WAIT_MAX_MS 5000
+#define READY_WAIT_STEP_MAX_MS 50
 
 static void on_takeover(int fd, void *arg)
 {
@@ -259,14 +272,77 @@ static void on_takeover(int fd, void *arg)
     free(c);
 }
 
+static void stream_ctx_free(struct stream_ctx *c)
+{
+    if (c->wait_ev != NULL)
+        event_free(c->wait_ev);
+    free(c);
+}
+
+/* Sends the head and hands the connection to the streams.  A stream "from
+ * now" starts after the hub's high-water mark read here, before the head
+ * goes out: the catch-up from that id delivers whatever commits between
+ * this moment and the stream's first walk, so no event committed after
+ * the client saw the head can fall between the two. */
+static void stream_open(struct stream_ctx *c, struct aos_http_request *req)
+{
+    char hint[48];
+
+    if (!c->resume) {
+        c->resume = true;
+        c->last_id = aos_events_high_water(c->hub);
+    }
+    int n = snprintf(hint, sizeof hint, "retry: %lld\n\n", aos_events_retry_ms(c->hub));
+    if (c->wait_ev != NULL) {
+        event_free(c->wait_ev);
+        c->wait_ev = NULL;
+    }
+    if (aos_http_takeover(req, 200, "text/event-stream", hint, (size_t)n, on_takeover, c) != 0) {
+        aos_events_release(c->hub);
+        aos_http_respond_error(
+            req, 400, "bad_request",
+            "an event stream must be the last request on its connection (nothing pipelined)");
+        free(c);
+    }
+}
+
+/* The hub does not know its high-water mark yet (start-up, or the first
+ * stream after commits nobody read: hub.c reads it again).  Until it does,
+ * "now" is unknown, so the head waits -- a short poll on this loop, no
+ * thread held. */
+static void on_ready_wait(evutil_socket_t fd, short what, void *arg)
+{
+    struct stream_ctx *c = arg;
+    struct aos_http_request *req = c->req;
+
+    (void)fd;
+    (void)what;
+    if (aos_events_ready(c->hub) && !aos_http_client_gone(req)) {
+        stream_open(c, req);
+        return;
+    }
+    c->waited_ms += c->wait_step_ms;
+    if (aos_http_client_gone(req) || c->waited_ms >= READY_WAIT_MAX_MS) {
+        aos_events_release(c->hub);
+        aos_http_add_header(req, "Retry-After", "2");
+        aos_http_respond_error(req, 503, "events_unavailable", "the event stream is not ready yet; retry shortly");
+        stream_ctx_free(c);
+        return;
+    }
+    if (c->wait_step_ms < READY_WAIT_STEP_MAX_MS)
+        c->wait_step_ms *= 2;
+    struct timeval tv = {0, (suseconds_t)c->wait_step_ms * 1000};
+    evtimer_add(c->wait_ev, &tv);
+}
+
 static void handle_stream(struct aos_http_request *req, void *ctx)
 {
     struct aos_app *app = ctx;
     struct aos_events *hub = app->events;
     struct stream_ctx *c = NULL;
     const char *hdr;
-    char buf[32], hint[48];
-    int r, n;
+    char buf[32];
+    int r;
 
     if (hub == NULL) {
         aos_http_add_header(req, "Retry-After", "2");
@@ -314,13 +390,19 @@ static void handle_stream(struct aos_http_request *req, void *ctx)
         aos_http_respond_error(req, 503, "too_many_streams", "this node serves its maximum of event streams");
         goto fail;
     }
-    n = snprintf(hint, sizeof hint, "retry: %lld\n\n", aos_events_retry_ms(hub));
-    if (aos_http_takeover(req, 200, "text/event-stream", hint, (size_t)n, on_takeover, c) != 0) {
+    if (c->resume || aos_events_ready(hub)) {
+        stream_open(c, req);
+        return;
+    }
+    c->req = req;
+    c->wait_step_ms = 1;
+    c->wait_ev = evtimer_new(aos_loop_base(req->loop), on_ready_wait, c);
+    struct timeval tv = {0, 1000};
+    if (c->wait_ev == NULL || evtimer_add(c->wait_ev, &tv) != 0) {
         aos_events_release(hub);
-        aos_http_respond_error(
-            req, 400, "bad_request",
-            "an event stream must be the last request on its connection (nothing pipelined)");
-        goto fail;
+        aos_http_respond_error(req, 500, "internal", "out of memory");
+        stream_ctx_free(c);
+        return;
     }
     return;
 fail:

@@ -538,6 +538,32 @@ def test_tokens(t, d, w):
 # ---------------------------------------------------------------- suites
 
 
+def test_first_stream_after_idle_commits(t, d, w):
+    """With no stream open the hub does not read the store after commits;
+    the first stream to open then must still get every event committed
+    after its response head -- none may fall into the hub's catch-up."""
+    a = auth_header(w.bearer("acme", "user"))
+    missed = []
+    for i in range(15):
+        append(d, a, [{"type": "idle.commit"}])  # no stream open: the hub lags
+        s = Sse(d, "/api/v1/events/stream?type=probe.*", a)
+        try:
+            if s.status != 200:
+                missed.append((i, "status %d" % s.status))
+                continue
+            ids = append(d, a, [{"type": "probe.after_head"}])
+            got = s.wait_events(1, timeout=10)
+            if [int(f["id"]) for f in got] != ids:
+                missed.append((i, ids, [f["id"] for f in got]))
+        finally:
+            s.close()
+        # Let the hub see the stream close before the next idle commit.
+        deadline = time.monotonic() + 5
+        while metric(d, "aosd_events_streams") and time.monotonic() < deadline:
+            time.sleep(0.02)
+    t.eq(missed, [], "the first stream after idle commits gets every event committed after its head")
+
+
 def run_suite(t, store, label):
     d = Daemon(plugins=PLUGINS, store=store, tenants=[(TENANT_ID, "acme"), (OTHER_ID, "globex")],
                server_extra="workers = 4;", extra=EVENTS_CONF)
@@ -545,7 +571,7 @@ def run_suite(t, store, label):
         d.start()
         w = World(t, d)
         for fn in (test_list, test_framing, test_resume, test_resume_beyond_ring, test_stream_filters_and_tenants,
-                   test_pipelined, test_slow_client, test_tokens):
+                   test_pipelined, test_slow_client, test_tokens, test_first_stream_after_idle_commits):
             print("# %s: %s" % (label, fn.__name__))
             t.run(fn, d, w)
         t.eq(d.stop(), 0, "%s: clean exit with streams open" % label)
