@@ -179,8 +179,9 @@ class Node:
             f.write('plugins: { dir = "%s/plugins"; enable = [ "agent-echo", "auth-local", "auth-apikey" ]; };\n'
                     % self.dir)
             f.write('tenants = ( { id = "%s"; name = "%s"; } );\n' % TENANT)
-            f.write("engine: { workers = %d; checkpoint_window = %s; checkpoint_batch = %d; };\n"
-                    % (workers, repr(float(window)), batch))
+            # AOS_BENCH_ENGINE: more engine settings, e.g. "committers = 1;"
+            f.write("engine: { workers = %d; checkpoint_window = %s; checkpoint_batch = %d; %s };\n"
+                    % (workers, repr(float(window)), batch, os.environ.get("AOS_BENCH_ENGINE", "")))
             f.write('log: { level = "warn"; };\n')
 
     def add_admin(self):

@@ -24,6 +24,8 @@
 # --clients C (16), --grid "workers/window/batch,...", --pool-size N,
 # --no-sqlite, --profile DIR (one drain under perf, else callgrind, and a
 # summary of where the time goes, instead of the table).
+# AOS_BENCH_ENGINE: more settings of the engine group for every aosd, e.g.
+# "committers = 1;" (a build that knows them).
 # The queue and e2e phases pin aosd to CPU 0 and the HTTP load generator to
 # CPU 1 (2+ CPUs); the drain (the engine alone) runs on every core.  Before
 # each configuration the harness waits (up to --wait 60 s) for a quiet

@@ -1415,6 +1415,7 @@ static const struct conf_item engine_items[] = {
     I_INT64("step_reserve_micro_usd", S, step_reserve_micro_usd, 10000, 0, INT64_MAX),
     I_INT("checkpoint_batch", S, checkpoint_batch, 64, 1, 4096),
     I_DUR("checkpoint_window", S, checkpoint_window, 0.001, 1),
+    I_INT("committers", S, committers, 0, 0, 64),
 };
 #undef S
 

@@ -177,6 +177,7 @@ struct aos_conf_engine {
     int64_t step_reserve_micro_usd; /* likewise in micro-USD; default 10000 */
     int checkpoint_batch;      /* most checkpoints per group commit; default 64 */
     double checkpoint_window;  /* s the group committer waits to fill a batch; default 0.001 */
+    int committers;            /* group committers (PostgreSQL); 0 = automatic (2); SQLite: always 1 */
 };
 
 /* events: the event log's live fan-out (core/events).  Defaults in conf.c. */

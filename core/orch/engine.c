@@ -19,6 +19,12 @@
  * idle (at most max(workers, checkpoint_batch) flights), so slow steps
  * keep about `workers` runs claimed and fast ones fill the batch.
  *
+ * On PostgreSQL there are several committers (engine.committers, 2 by
+ * default), each with the flights it claimed: while the server executes
+ * one's batch, the other's travels or commits, and the server's work runs
+ * on two backends.  Their transactions lock disjoint runs rows; the rows
+ * they share (usage, the event lock) are taken in one order, last.
+ *
  * Fairness: claiming goes round the tenants that have due runs (in id
  * order, starting after the tenant served last), so one tenant's queue of
  * thousands cannot starve another tenant's single run.  The list of
@@ -64,6 +70,7 @@ struct event_spec {
 enum { OP_CHECKPOINT = 0, OP_RELEASE = 1 };
 
 struct flight;
+struct committer;
 
 /* One checkpoint (or the release of a run back to the queue) waiting for
  * the committer.  Its strings belong to its flight. */
@@ -109,6 +116,7 @@ struct claim {
 
 struct flight {
     char owner[AOS_WORKER_ID_LEN]; /* lease_owner of the run: unique per claim */
+    struct committer *cm;          /* the committer that claimed it writes all its checkpoints */
     struct claim cl;
     struct aos_runtime *rt; /* a reference held while in flight */
     struct cp_item it;
@@ -126,6 +134,32 @@ struct worker {
     struct aos_engine *e;
     pthread_t thread;
     bool started;
+};
+
+/* A committer: a thread with its own store connection (per transaction)
+ * that writes the checkpoints of the flights it claimed.  Several of them
+ * (engine.committers, PostgreSQL) keep several transactions in progress
+ * at once: the server executes one batch's statements while another batch
+ * travels or commits.  Their sets of runs are disjoint, so their
+ * transactions lock different runs rows. */
+struct committer {
+    struct aos_engine *e;
+    pthread_t thread;
+    bool started;
+    pthread_mutex_t lock;
+    pthread_cond_t ready; /* items queued, a wake-up, or stop */
+    struct cp_item *queue_head, *queue_tail;
+    size_t queued;
+    bool stop;
+    bool wake_pending; /* runs were queued: look now */
+    atomic_size_t nflights; /* flights it claimed and not yet ended */
+    atomic_size_t nexec;    /* of which executing a step: their checkpoints come here */
+    /* the committer thread's own */
+    char (*tenants)[AOS_ID_LEN]; /* tenants with due runs, in id order */
+    size_t ntenants;
+    int64_t tenants_read_at;
+    int64_t next_probe; /* no look at an empty queue before this, unless woken */
+    char rr_last[AOS_ID_LEN]; /* tenant served last (fairness) */
 };
 
 struct aos_engine {
@@ -150,22 +184,12 @@ struct aos_engine {
     struct worker *workers;
     size_t nworkers;
 
-    /* the committer */
-    pthread_t committer;
-    bool committer_started;
-    pthread_mutex_t cp_lock;
-    pthread_cond_t cp_ready; /* items queued, a wake-up, or stop */
-    struct cp_item *queue_head, *queue_tail;
-    size_t queued;
-    bool committer_stop;
-    bool wake_pending; /* runs were queued: look now */
-    /* the committer thread's own */
-    char (*tenants)[AOS_ID_LEN]; /* tenants with due runs, in id order */
-    size_t ntenants;
-    int64_t tenants_read_at;
-    int64_t next_probe; /* no look at an empty queue before this, unless woken */
-    char rr_last[AOS_ID_LEN]; /* tenant served last (fairness) */
-    uint64_t claim_seq;
+    /* the committers */
+    struct committer *committers;
+    size_t ncommitters;
+    pthread_mutex_t claim_lock; /* decides how many runs a committer claims */
+    size_t claiming;            /* claims decided and not yet ready, under claim_lock */
+    atomic_uint_fast64_t claim_seq;
 
     pthread_t keeper;
     bool keeper_started;
@@ -474,14 +498,16 @@ static struct aos_runtime *rt_ref(struct aos_runtime *rt)
     return rt;
 }
 
-static struct flight *flight_new(struct aos_engine *e)
+static struct flight *flight_new(struct committer *cm)
 {
+    struct aos_engine *e = cm->e;
     struct flight *f = calloc(1, sizeof *f);
     if (f == NULL)
         return NULL;
     /* Unique across nodes, restarts and claims: a lease is never mistaken
      * for another claim's, not even one of this node. */
-    snprintf(f->owner, sizeof f->owner, "%s:%" PRIu64, e->node_id, ++e->claim_seq);
+    snprintf(f->owner, sizeof f->owner, "%s:%" PRIu64, e->node_id, (uint64_t)atomic_fetch_add(&e->claim_seq, 1) + 1);
+    f->cm = cm;
     f->first = true;
     return f;
 }
@@ -509,6 +535,7 @@ static void flight_add(struct aos_engine *e, struct flight *f)
         e->flights->all_prev = f;
     e->flights = f;
     atomic_fetch_add(&e->nflights, 1);
+    atomic_fetch_add(&f->cm->nflights, 1);
     pthread_mutex_unlock(&e->lock);
 }
 
@@ -523,22 +550,26 @@ static void flight_end(struct aos_engine *e, struct flight *f)
     if (f->all_next != NULL)
         f->all_next->all_prev = f->all_prev;
     atomic_fetch_sub(&e->nflights, 1);
+    atomic_fetch_sub(&f->cm->nflights, 1);
     pthread_mutex_unlock(&e->lock);
     flight_free(f);
 }
 
-static void enqueue(struct aos_engine *e, struct cp_item *it)
+/* To the committer of the item's flight. */
+static void enqueue(struct cp_item *it)
 {
+    struct committer *cm = it->f->cm;
+
     it->next = NULL;
-    pthread_mutex_lock(&e->cp_lock);
-    if (e->queue_tail != NULL)
-        e->queue_tail->next = it;
+    pthread_mutex_lock(&cm->lock);
+    if (cm->queue_tail != NULL)
+        cm->queue_tail->next = it;
     else
-        e->queue_head = it;
-    e->queue_tail = it;
-    e->queued++;
-    pthread_cond_signal(&e->cp_ready);
-    pthread_mutex_unlock(&e->cp_lock);
+        cm->queue_head = it;
+    cm->queue_tail = it;
+    cm->queued++;
+    pthread_cond_signal(&cm->ready);
+    pthread_mutex_unlock(&cm->lock);
 }
 
 /* Hands the run back to the queue (a draining node): the committer writes it. */
@@ -554,7 +585,8 @@ static void submit_release(struct aos_engine *e, struct flight *f)
     it->cp.tenant_id = run->tenant_id;
     it->cp.run_id = run->id;
     it->cp.worker_id = f->owner;
-    enqueue(e, it);
+    (void)e;
+    enqueue(it);
 }
 
 /* A flight whose checkpoint committed (or a new claim) may run its next
@@ -581,24 +613,50 @@ static void make_ready(struct aos_engine *e, struct flight *f)
 }
 
 /* How many runs to claim now: one per idle worker not already facing a
- * ready flight -- or, when workers went without a ready flight while
- * checkpoints were committing (fast steps), one per time that happened,
- * so the flights outnumber the workers just enough to keep them busy --
- * within max_flights. */
-static size_t claims_wanted(struct aos_engine *e)
+ * ready flight (or a claim another committer is making) -- or, when
+ * workers went without a ready flight while checkpoints were committing
+ * (fast steps), one per time that happened, so the flights outnumber the
+ * workers just enough to keep them busy -- within max_flights, of which
+ * each committer holds at most its share (so that every committer has
+ * flights, and batches, of its own).  With reserve the claims count as
+ * in progress until claims_done(). */
+static size_t claims_decide(struct committer *cm, bool reserve)
 {
-    size_t exec = atomic_load(&e->nexec), ready = atomic_load(&e->nready), flights = atomic_load(&e->nflights);
+    struct aos_engine *e = cm->e;
+    size_t share = (e->max_flights + e->ncommitters - 1) / e->ncommitters;
+
+    if (atomic_load(&e->stopping) || !atomic_load(&e->enabled))
+        return 0;
+    pthread_mutex_lock(&e->claim_lock);
+    size_t exec = atomic_load(&e->nexec), ready = atomic_load(&e->nready) + e->claiming;
+    size_t flights = atomic_load(&e->nflights) + e->claiming, mine = atomic_load(&cm->nflights);
     size_t idle = e->nworkers > exec ? e->nworkers - exec : 0;
     size_t want = idle > ready ? idle - ready : 0;
     size_t starved = atomic_load(&e->starved);
     size_t room = e->max_flights > flights ? e->max_flights - flights : 0;
 
     if (starved > want && flights > 0)
-        want = starved;
+        want = starved > e->claiming ? starved - e->claiming : 0;
+    if (share > mine && share - mine < room)
+        room = share - mine;
+    else if (share <= mine)
+        room = 0;
+    if (want > room)
+        want = room;
+    if (reserve)
+        e->claiming += want;
+    pthread_mutex_unlock(&e->claim_lock);
+    return want;
+}
 
-    if (atomic_load(&e->stopping) || !atomic_load(&e->enabled))
-        return 0;
-    return want < room ? want : room;
+static size_t claims_wanted(struct committer *cm) { return claims_decide(cm, false); }
+
+/* The claims reserved by claims_decide() are flights now (or nothing). */
+static void claims_done(struct aos_engine *e, size_t reserved)
+{
+    pthread_mutex_lock(&e->claim_lock);
+    e->claiming -= reserved < e->claiming ? reserved : e->claiming;
+    pthread_mutex_unlock(&e->claim_lock);
 }
 
 /* ------------------------------------------------------------ claiming */
@@ -680,6 +738,7 @@ static int claim_finish(struct aos_store_tx *tx, struct claim *cl, char *err, si
 
 struct batch {
     struct aos_engine *e;
+    struct committer *cm;
     struct cp_item **items;
     size_t n;
     size_t want;      /* runs to claim */
@@ -696,14 +755,14 @@ static void batch_drop_claims(struct batch *b)
     b->nclaimed = 0;
 }
 
-static int read_tenants(struct aos_store_tx *tx, struct aos_engine *e, int64_t now, char *err, size_t errlen)
+static int read_tenants(struct aos_store_tx *tx, struct committer *cm, int64_t now, char *err, size_t errlen)
 {
-    int rc = aos_store_runs_ready_tenants(tx, now, e->tenants, READY_TENANTS_MAX, &e->ntenants, err, errlen);
-    e->tenants_read_at = now;
+    int rc = aos_store_runs_ready_tenants(tx, now, cm->tenants, READY_TENANTS_MAX, &cm->ntenants, err, errlen);
+    cm->tenants_read_at = now;
     if (rc != AOS_DB_OK)
-        e->ntenants = 0;
-    else if (e->ntenants == 0)
-        e->next_probe = now + ms_of(e->conf.poll);
+        cm->ntenants = 0;
+    else if (cm->ntenants == 0)
+        cm->next_probe = now + ms_of(cm->e->conf.poll);
     return rc;
 }
 
@@ -713,6 +772,7 @@ static int read_tenants(struct aos_store_tx *tx, struct aos_engine *e, int64_t n
 static int claim_some(struct aos_store_tx *tx, struct batch *b, char *err, size_t errlen)
 {
     struct aos_engine *e = b->e;
+    struct committer *cm = b->cm;
     int64_t now = aos_store_now_ms();
     bool refreshed = false;
     int rc = AOS_DB_OK;
@@ -729,35 +789,35 @@ static int claim_some(struct aos_store_tx *tx, struct batch *b, char *err, size_
         goto out;
     }
     while (b->nclaimed < b->want) {
-        if (e->ntenants == 0) {
+        if (cm->ntenants == 0) {
             if (refreshed || !b->may_probe)
                 break;
-            if ((rc = read_tenants(tx, e, now, err, errlen)) != AOS_DB_OK)
+            if ((rc = read_tenants(tx, cm, now, err, errlen)) != AOS_DB_OK)
                 goto out;
             refreshed = true;
             continue;
         }
         size_t start = 0;
-        while (start < e->ntenants && strcmp(e->tenants[start], e->rr_last) <= 0)
+        while (start < cm->ntenants && strcmp(cm->tenants[start], cm->rr_last) <= 0)
             start++;
-        if (start == e->ntenants) {
+        if (start == cm->ntenants) {
             /* A round is complete: tenants that have work since may join. */
             start = 0;
-            if (!refreshed && now - e->tenants_read_at >= READY_REFRESH_MS) {
-                if ((rc = read_tenants(tx, e, now, err, errlen)) != AOS_DB_OK)
+            if (!refreshed && now - cm->tenants_read_at >= READY_REFRESH_MS) {
+                if ((rc = read_tenants(tx, cm, now, err, errlen)) != AOS_DB_OK)
                     goto out;
                 refreshed = true;
                 continue;
             }
         }
-        size_t t = e->ntenants, left = b->want - b->nclaimed, served = left < t ? left : t;
+        size_t t = cm->ntenants, left = b->want - b->nclaimed, served = left < t ? left : t;
         for (size_t j = 0; j < t; j++)
             quota[(start + j) % t] = j < served ? left / t + (j < left % t ? 1 : 0) : 0;
         bool exhausted = false;
         for (size_t j = 0; j < served; j++) {
             size_t i = (start + j) % t, got = 0, q = quota[i];
             for (size_t k = 0; k < q; k++) {
-                if ((fl[k] = flight_new(e)) == NULL) {
+                if ((fl[k] = flight_new(cm)) == NULL) {
                     for (size_t m = 0; m < k; m++)
                         flight_free(fl[m]);
                     aos_db_seterr(err, errlen, "out of memory");
@@ -766,7 +826,7 @@ static int claim_some(struct aos_store_tx *tx, struct batch *b, char *err, size_
                 }
                 owners[k] = fl[k]->owner;
             }
-            rc = aos_store_run_claim_many(tx, e->tenants[i], owners, q, now, ms_of(e->conf.lease), out, &got, err,
+            rc = aos_store_run_claim_many(tx, cm->tenants[i], owners, q, now, ms_of(e->conf.lease), out, &got, err,
                                           errlen);
             for (size_t k = 0; k < q; k++) {
                 struct flight *f = fl[k];
@@ -778,7 +838,7 @@ static int claim_some(struct aos_store_tx *tx, struct batch *b, char *err, size_
                 f->cl.owner = f->owner;
                 f->cl.rt = b->rt;
                 f->cl.now = now;
-                memcpy(f->cl.tenant_id, e->tenants[i], AOS_ID_LEN);
+                memcpy(f->cl.tenant_id, cm->tenants[i], AOS_ID_LEN);
                 f->cl.c = out[k]; /* moves the strings */
                 memset(&out[k], 0, sizeof out[k]);
                 b->claimed[b->nclaimed++] = f;
@@ -789,17 +849,17 @@ static int claim_some(struct aos_store_tx *tx, struct batch *b, char *err, size_
                 quota[i] = SIZE_MAX; /* no more: leaves the list below */
                 exhausted = true;
             }
-            memcpy(e->rr_last, e->tenants[i], AOS_ID_LEN);
+            memcpy(cm->rr_last, cm->tenants[i], AOS_ID_LEN);
         }
         if (exhausted) {
             size_t k = 0;
             for (size_t i = 0; i < t; i++)
                 if (quota[i] != SIZE_MAX) {
                     if (k != i)
-                        memcpy(e->tenants[k], e->tenants[i], AOS_ID_LEN);
+                        memcpy(cm->tenants[k], cm->tenants[i], AOS_ID_LEN);
                     k++;
                 }
-            e->ntenants = k;
+            cm->ntenants = k;
         } else {
             break; /* every share was claimed */
         }
@@ -811,8 +871,8 @@ static int claim_some(struct aos_store_tx *tx, struct batch *b, char *err, size_
         if ((rc = claim_finish(tx, cl, err, errlen)) != AOS_DB_OK)
             goto out;
     }
-    if (e->ntenants == 0)
-        e->next_probe = now + ms_of(e->conf.poll); /* the queue is empty: look again at the next poll */
+    if (cm->ntenants == 0)
+        cm->next_probe = now + ms_of(e->conf.poll); /* the queue is empty: look again at the next poll */
 out:
     free(out);
     free(fl);
@@ -823,8 +883,8 @@ out:
 
 static int probe_tx(struct aos_store_tx *tx, void *arg, char *err, size_t errlen)
 {
-    struct aos_engine *e = arg;
-    return read_tenants(tx, e, aos_store_now_ms(), err, errlen);
+    struct committer *cm = arg;
+    return read_tenants(tx, cm, aos_store_now_ms(), err, errlen);
 }
 
 static int batch_tx(struct aos_store_tx *tx, void *arg, char *err, size_t errlen)
@@ -841,6 +901,13 @@ static int batch_tx(struct aos_store_tx *tx, void *arg, char *err, size_t errlen
     int64_t now = aos_store_now_ms();
 
     batch_drop_claims(b); /* an earlier try of this transaction */
+    /* PostgreSQL: claims first.  The checkpoints end with the usage rows,
+     * which every transaction writing steps of the same agent updates (the
+     * other committer's too), so their locks are best held only for the
+     * events and the commit that follow.  SQLite has one writer anyway. */
+    bool claims_first = aos_store_is_pgsql(b->e->store);
+    if (claims_first && b->want > 0 && (rc = claim_some(tx, b, err, errlen)) != AOS_DB_OK)
+        goto out;
     if (b->n > 0 && ((cps = calloc(b->n, sizeof *cps)) == NULL || (days = calloc(b->n, sizeof *days)) == NULL ||
                      (results = calloc(b->n, sizeof *results)) == NULL ||
                      (status = calloc(b->n, sizeof *status)) == NULL || (idx = calloc(b->n, sizeof *idx)) == NULL)) {
@@ -874,7 +941,7 @@ static int batch_tx(struct aos_store_tx *tx, void *arg, char *err, size_t errlen
             goto out;
         }
     }
-    if (b->want > 0 && (rc = claim_some(tx, b, err, errlen)) != AOS_DB_OK)
+    if (!claims_first && b->want > 0 && (rc = claim_some(tx, b, err, errlen)) != AOS_DB_OK)
         goto out;
     /* Events last: on PostgreSQL the event lock is held from here to the commit. */
     for (size_t i = 0; i < b->n; i++) {
@@ -925,8 +992,8 @@ static void commit_batch(struct batch *b)
         batch_drop_claims(b);
     if (rc != AOS_DB_OK && b->want > 0) {
         /* Not again before the next poll: a claim that fails may fail again. */
-        e->ntenants = 0;
-        e->next_probe = aos_store_now_ms() + ms_of(e->conf.poll);
+        b->cm->ntenants = 0;
+        b->cm->next_probe = aos_store_now_ms() + ms_of(e->conf.poll);
     }
     if (rc != AOS_DB_OK && b->want > 0 && rc != AOS_DB_UNAVAILABLE) {
         /* A claim must not sink the checkpoints: again without claims. */
@@ -961,7 +1028,7 @@ static void commit_batch(struct batch *b)
         struct cp_item **all = b->items;
         size_t n = b->n;
         for (size_t i = 0; i < n; i++) {
-            struct batch one = {e, &all[i], 1, 0, false, NULL, NULL, 0};
+            struct batch one = {e, b->cm, &all[i], 1, 0, false, NULL, NULL, 0};
             commit_batch(&one);
         }
     } else {
@@ -1019,7 +1086,8 @@ static bool defer_item(struct aos_engine *e, struct cp_item *it, int64_t now)
 
 static void *committer_main(void *arg)
 {
-    struct aos_engine *e = arg;
+    struct committer *cm = arg;
+    struct aos_engine *e = cm->e;
     size_t max = (size_t)e->conf.checkpoint_batch;
     struct cp_item **items = calloc(max, sizeof *items);
     struct flight **claimed = calloc(e->max_flights, sizeof *claimed);
@@ -1032,7 +1100,7 @@ static void *committer_main(void *arg)
         free(claimed);
         return NULL;
     }
-    pthread_mutex_lock(&e->cp_lock);
+    pthread_mutex_lock(&cm->lock);
     for (;;) {
         int64_t now = aos_store_now_ms(), until = now + ms_of(e->conf.poll);
         size_t want = 0;
@@ -1044,23 +1112,23 @@ static void *committer_main(void *arg)
             else if (d->retry_at < until)
                 until = d->retry_at;
         }
-        if (e->queue_head == NULL && !due) {
-            if (e->committer_stop && deferred == NULL && atomic_load(&e->nflights) == 0)
+        if (cm->queue_head == NULL && !due) {
+            if (cm->stop && deferred == NULL && atomic_load(&e->nflights) == 0)
                 break;
-            want = claims_wanted(e);
-            if (want == 0 || (!e->wake_pending && now < e->next_probe && e->ntenants == 0)) {
+            want = claims_wanted(cm);
+            if (want == 0 || (!cm->wake_pending && now < cm->next_probe && cm->ntenants == 0)) {
                 struct timespec ts;
-                if (want > 0 && e->next_probe < until)
-                    until = e->next_probe;
+                if (want > 0 && cm->next_probe < until)
+                    until = cm->next_probe;
                 timespec_in_ms(&ts, until - now > 0 ? until - now : 0);
-                pthread_cond_timedwait(&e->cp_ready, &e->cp_lock, &ts);
+                pthread_cond_timedwait(&cm->ready, &cm->lock, &ts);
                 continue;
             }
         }
         /* Group commit: if the batch is not full, give the workers
-         * executing a step the window to join it -- only then, so a lone
-         * step on an idle node commits at once. */
-        if (e->queued < max && window_us > 0 && atomic_load(&e->nexec) > 0) {
+         * executing a step of its flights the window to join it -- only
+         * then, so a lone step on an idle node commits at once. */
+        if (cm->queued < max && window_us > 0 && atomic_load(&cm->nexec) > 0) {
             struct timespec ts;
             clock_gettime(CLOCK_REALTIME, &ts);
             ts.tv_nsec += (long)(window_us * 1000);
@@ -1068,8 +1136,8 @@ static void *committer_main(void *arg)
                 ts.tv_sec++;
                 ts.tv_nsec -= 1000000000L;
             }
-            while (e->queued < max && atomic_load(&e->nexec) > 0 &&
-                   pthread_cond_timedwait(&e->cp_ready, &e->cp_lock, &ts) == 0)
+            while (cm->queued < max && atomic_load(&cm->nexec) > 0 &&
+                   pthread_cond_timedwait(&cm->ready, &cm->lock, &ts) == 0)
                 ;
         }
         size_t n = 0;
@@ -1081,36 +1149,36 @@ static void *committer_main(void *arg)
                 d = &(*d)->next;
             }
         }
-        while (e->queue_head != NULL && n < max) {
-            items[n++] = e->queue_head;
-            e->queue_head = e->queue_head->next;
-            e->queued--;
+        while (cm->queue_head != NULL && n < max) {
+            items[n++] = cm->queue_head;
+            cm->queue_head = cm->queue_head->next;
+            cm->queued--;
         }
-        if (e->queue_head == NULL)
-            e->queue_tail = NULL;
-        want = claims_wanted(e);
-        bool may_probe = e->wake_pending || now >= e->next_probe;
-        if (want > 0 && e->wake_pending) {
-            e->ntenants = 0; /* runs were queued: read the tenants again */
-            e->wake_pending = false;
+        if (cm->queue_head == NULL)
+            cm->queue_tail = NULL;
+        want = claims_decide(cm, true);
+        bool may_probe = cm->wake_pending || now >= cm->next_probe;
+        if (want > 0 && cm->wake_pending) {
+            cm->ntenants = 0; /* runs were queued: read the tenants again */
+            cm->wake_pending = false;
         }
-        pthread_mutex_unlock(&e->cp_lock);
+        pthread_mutex_unlock(&cm->lock);
 
         if (want > 0)
             atomic_store(&e->starved, 0);
-        struct batch b = {e, items, n, want, may_probe, NULL, claimed, 0};
-        if (b.want > 0 && n == 0 && e->ntenants == 0) {
+        struct batch b = {e, cm, items, n, want, may_probe, NULL, claimed, 0};
+        if (b.want > 0 && n == 0 && cm->ntenants == 0) {
             /* Nothing to commit: look at the queue in a read transaction
              * first, so an idle node takes no write lock. */
             char err[ERR_LEN];
-            int rc = aos_store_transact(e->store, false, probe_tx, e, err, sizeof err);
+            int rc = aos_store_transact(e->store, false, probe_tx, cm, err, sizeof err);
             if (rc != AOS_DB_OK) {
                 if (rc != AOS_DB_UNAVAILABLE)
                     aos_err("engine: cannot read the queue", "error", err, NULL);
-                e->ntenants = 0;
-                e->next_probe = now + ms_of(e->conf.poll);
+                cm->ntenants = 0;
+                cm->next_probe = now + ms_of(e->conf.poll);
             }
-            if (e->ntenants == 0)
+            if (cm->ntenants == 0)
                 b.want = 0;
             b.may_probe = false;
         }
@@ -1135,6 +1203,7 @@ static void *committer_main(void *arg)
             make_ready(e, f);
         }
         b.nclaimed = 0;
+        claims_done(e, want);
         if (b.rt != NULL)
             aos_runtime_release(b.rt);
         now = aos_store_now_ms();
@@ -1147,9 +1216,9 @@ static void *committer_main(void *arg)
             }
             item_done(e, it);
         }
-        pthread_mutex_lock(&e->cp_lock);
+        pthread_mutex_lock(&cm->lock);
     }
-    pthread_mutex_unlock(&e->cp_lock);
+    pthread_mutex_unlock(&cm->lock);
     free(items);
     free(claimed);
     return NULL;
@@ -1206,6 +1275,7 @@ static void execute_step(struct aos_engine *e, struct flight *f)
     pthread_mutex_lock(&e->lock);
     f->executing = false;
     atomic_fetch_sub(&e->nexec, 1);
+    atomic_fetch_sub(&f->cm->nexec, 1);
     pthread_mutex_unlock(&e->lock);
     atomic_fetch_add(&e->steps, 1);
     f->first = false;
@@ -1288,7 +1358,7 @@ static void execute_step(struct aos_engine *e, struct flight *f)
     }
     if (prc == 0)
         aos_plugin_step_result_release(&res);
-    enqueue(e, it);
+    enqueue(it);
 }
 
 static void *worker_main(void *arg)
@@ -1322,6 +1392,7 @@ static void *worker_main(void *arg)
         f->executing = true;
         f->step_started = aos_store_now_ms();
         atomic_fetch_add(&e->nexec, 1);
+        atomic_fetch_add(&f->cm->nexec, 1);
         pthread_mutex_unlock(&e->lock);
         execute_step(e, f);
         pthread_mutex_lock(&e->lock);
@@ -1501,8 +1572,7 @@ struct aos_engine *aos_engine_start(const struct aos_conf_engine *conf, struct a
     pthread_mutex_init(&e->lock, NULL);
     pthread_cond_init(&e->work, NULL);
     pthread_cond_init(&e->keeper_cv, NULL);
-    pthread_mutex_init(&e->cp_lock, NULL);
-    pthread_cond_init(&e->cp_ready, NULL);
+    pthread_mutex_init(&e->claim_lock, NULL);
     if (conf->workers == 0)
         return e;
     gethostname(host, sizeof host - 1);
@@ -1511,16 +1581,33 @@ struct aos_engine *aos_engine_start(const struct aos_conf_engine *conf, struct a
     snprintf(e->node_id, sizeof e->node_id, "%.30s:%ld:%" PRId64, host, (long)getpid(), aos_store_now_ms());
     e->nworkers = (size_t)conf->workers;
     e->max_flights = conf->checkpoint_batch > conf->workers ? (size_t)conf->checkpoint_batch : e->nworkers;
+    /* SQLite has one writer: a second committer would only wait for it. */
+    e->ncommitters = !aos_store_is_pgsql(store) ? 1 : conf->committers > 0 ? (size_t)conf->committers : 2;
+    if (e->ncommitters > e->max_flights)
+        e->ncommitters = e->max_flights;
     if ((e->workers = calloc(e->nworkers, sizeof *e->workers)) == NULL ||
-        (e->tenants = calloc(READY_TENANTS_MAX, sizeof *e->tenants)) == NULL) {
+        (e->committers = calloc(e->ncommitters, sizeof *e->committers)) == NULL) {
+        e->ncommitters = 0;
         snprintf(err, errlen, "out of memory");
         goto fail;
     }
-    if (pthread_create(&e->committer, NULL, committer_main, e) != 0) {
-        snprintf(err, errlen, "cannot start the checkpoint committer thread");
-        goto fail;
+    for (size_t i = 0; i < e->ncommitters; i++) {
+        e->committers[i].e = e;
+        pthread_mutex_init(&e->committers[i].lock, NULL);
+        pthread_cond_init(&e->committers[i].ready, NULL);
     }
-    e->committer_started = true;
+    for (size_t i = 0; i < e->ncommitters; i++) {
+        struct committer *cm = &e->committers[i];
+        if ((cm->tenants = calloc(READY_TENANTS_MAX, sizeof *cm->tenants)) == NULL) {
+            snprintf(err, errlen, "out of memory");
+            goto fail;
+        }
+        if (pthread_create(&cm->thread, NULL, committer_main, cm) != 0) {
+            snprintf(err, errlen, "cannot start checkpoint committer thread %zu", i);
+            goto fail;
+        }
+        cm->started = true;
+    }
     for (size_t i = 0; i < e->nworkers; i++) {
         struct worker *w = &e->workers[i];
         w->e = e;
@@ -1561,19 +1648,25 @@ void aos_engine_drain(struct aos_engine *e)
     pthread_cond_broadcast(&e->work);
     pthread_cond_broadcast(&e->keeper_cv);
     pthread_mutex_unlock(&e->lock);
-    pthread_mutex_lock(&e->cp_lock);
-    pthread_cond_signal(&e->cp_ready);
-    pthread_mutex_unlock(&e->cp_lock);
+    for (size_t i = 0; i < e->ncommitters; i++) {
+        struct committer *cm = &e->committers[i];
+        pthread_mutex_lock(&cm->lock);
+        pthread_cond_signal(&cm->ready);
+        pthread_mutex_unlock(&cm->lock);
+    }
 }
 
 void aos_engine_wake(struct aos_engine *e)
 {
     if (e == NULL)
         return;
-    pthread_mutex_lock(&e->cp_lock);
-    e->wake_pending = true;
-    pthread_cond_signal(&e->cp_ready);
-    pthread_mutex_unlock(&e->cp_lock);
+    for (size_t i = 0; i < e->ncommitters; i++) {
+        struct committer *cm = &e->committers[i];
+        pthread_mutex_lock(&cm->lock);
+        cm->wake_pending = true;
+        pthread_cond_signal(&cm->ready);
+        pthread_mutex_unlock(&cm->lock);
+    }
 }
 
 void aos_engine_stop(struct aos_engine *e, double timeout_s)
@@ -1594,15 +1687,21 @@ void aos_engine_stop(struct aos_engine *e, double timeout_s)
             pthread_detach(w->thread);
         }
     }
-    if (e->committer_started && !stragglers) {
+    for (size_t i = 0; i < e->ncommitters && !stragglers; i++) {
         /* The checkpoints of the last steps, and the releases. */
-        pthread_mutex_lock(&e->cp_lock);
-        e->committer_stop = true;
-        pthread_cond_signal(&e->cp_ready);
-        pthread_mutex_unlock(&e->cp_lock);
-        if (pthread_timedjoin_np(e->committer, NULL, &ts) != 0) {
+        struct committer *cm = &e->committers[i];
+        pthread_mutex_lock(&cm->lock);
+        cm->stop = true;
+        pthread_cond_signal(&cm->ready);
+        pthread_mutex_unlock(&cm->lock);
+    }
+    for (size_t i = 0; i < e->ncommitters && !stragglers; i++) {
+        struct committer *cm = &e->committers[i];
+        if (cm->started && pthread_timedjoin_np(cm->thread, NULL, &ts) != 0) {
             stragglers = true; /* the store is down: the leases lapse */
-            pthread_detach(e->committer);
+            for (size_t j = i; j < e->ncommitters; j++)
+                if (e->committers[j].started)
+                    pthread_detach(e->committers[j].thread);
         }
     }
     if (stragglers) {
@@ -1616,12 +1715,17 @@ void aos_engine_stop(struct aos_engine *e, double timeout_s)
     if (e->keeper_started)
         pthread_join(e->keeper, NULL);
     free(e->workers);
-    free(e->tenants);
+    for (size_t i = 0; i < e->ncommitters; i++) {
+        struct committer *cm = &e->committers[i];
+        free(cm->tenants);
+        pthread_mutex_destroy(&cm->lock);
+        pthread_cond_destroy(&cm->ready);
+    }
+    free(e->committers);
     pthread_mutex_destroy(&e->lock);
     pthread_cond_destroy(&e->work);
     pthread_cond_destroy(&e->keeper_cv);
-    pthread_mutex_destroy(&e->cp_lock);
-    pthread_cond_destroy(&e->cp_ready);
+    pthread_mutex_destroy(&e->claim_lock);
     free(e);
 }
 
