@@ -46,6 +46,7 @@
 
 #include "events/events.h"
 #include "log.h"
+#include "loop.h"
 #include "plugin.h"
 #include "runtime.h"
 #include "store/events.h"
@@ -1088,6 +1089,7 @@ static void *committer_main(void *arg)
 {
     struct committer *cm = arg;
     struct aos_engine *e = cm->e;
+    aos_thread_name("aos-commit-%zu", (size_t)(cm - e->committers));
     size_t max = (size_t)e->conf.checkpoint_batch;
     struct cp_item **items = calloc(max, sizeof *items);
     struct flight **claimed = calloc(e->max_flights, sizeof *claimed);
@@ -1365,6 +1367,7 @@ static void *worker_main(void *arg)
 {
     struct worker *w = arg;
     struct aos_engine *e = w->e;
+    aos_thread_name("aos-worker-%zu", (size_t)(w - e->workers));
 
     pthread_mutex_lock(&e->lock);
     for (;;) {
@@ -1503,6 +1506,7 @@ static int prune_tx(struct aos_store_tx *tx, void *arg, char *err, size_t errlen
 static void *keeper_main(void *arg)
 {
     struct aos_engine *e = arg;
+    aos_thread_name("aos-keeper");
     int64_t renew_every = ms_of(e->conf.lease) / 3;
     int64_t last_renew = 0, last_expire = 0, last_prune = 0;
     char err[ERR_LEN];

@@ -185,6 +185,8 @@ def test_hash_threads(t):
         t.eq(set(threads.get("aos-hash", [])), {10}, "hashing threads run at nice +10")
         t.eq(set(threads.get("aos-http-0", [])), {0}, "the HTTP loop keeps nice 0")
         t.eq(len(threads.get("aos-pool", [])), 4, "server.workers pool threads, nice 0")
+        t.ok(all(n in threads for n in ("aos-journal", "aos-events", "aos-keeper", "aos-commit-0", "aos-worker-0")),
+             "every thread is named (aosd.8 THREADS)", sorted(threads))
         t.eq(d.stop(), 0, "exit 0")
     finally:
         d.cleanup()
