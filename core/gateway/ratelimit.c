@@ -19,6 +19,7 @@
 #include <uthash.h>
 #include <utlist.h>
 
+#include "core/fmt.h"
 #include "core/log.h"
 #include "core/loop.h"
 #include "core/redis_url.h"
@@ -713,20 +714,6 @@ static void rl_on_connect_timeout(evutil_socket_t fd, short what, void *arg)
 static void rl_on_reply(redisAsyncContext *ac, void *reply_, void *privdata);
 static void rl_on_batch_timeout(evutil_socket_t fd, short what, void *arg);
 
-/* Decimal digits of v (>= 0) at out; returns how many (at most 20). */
-static size_t rl_fmt_u64(char *out, uint64_t v)
-{
-    char tmp[20];
-    size_t n = 0;
-    do {
-        tmp[n++] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v != 0);
-    for (size_t i = 0; i < n; i++)
-        out[i] = tmp[n - 1 - i];
-    return n;
-}
-
 static void rl_fmt_int(char *out, int64_t v)
 {
     size_t n = 0;
@@ -734,7 +721,7 @@ static void rl_fmt_int(char *out, int64_t v)
         out[n++] = '-';
         v = -v;
     }
-    n += rl_fmt_u64(out + n, (uint64_t)v);
+    n += aos_fmt_u64(out + n, (uint64_t)v);
     out[n] = '\0';
 }
 
@@ -847,12 +834,12 @@ static int rl_batch_send(struct rl_batch *b, redisAsyncContext *ac, bool eval)
         return -1;
     size_t n = 0;
     buf[n++] = '*';
-    n += rl_fmt_u64(buf + n, (uint64_t)argc);
+    n += aos_fmt_u64(buf + n, (uint64_t)argc);
     buf[n++] = '\r';
     buf[n++] = '\n';
     for (int i = 0; i < argc; i++) {
         buf[n++] = '$';
-        n += rl_fmt_u64(buf + n, lens[i]);
+        n += aos_fmt_u64(buf + n, lens[i]);
         buf[n++] = '\r';
         buf[n++] = '\n';
         memcpy(buf + n, argv[i], lens[i]);

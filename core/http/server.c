@@ -4,6 +4,7 @@
 
 #include "http/http.h"
 #include "json.h"
+#include "fmt.h"
 #include "log.h"
 #include "loop.h"
 #include "metrics.h"
@@ -214,21 +215,6 @@ static void observe(struct aos_http_server *server, const struct aos_http_log_en
 {
     if (server->observer != NULL)
         server->observer(server->observer_arg, e);
-}
-
-/* Decimal digits of v into out (at least 20 bytes), no terminator;
- * returns how many. */
-static size_t fmt_u64(char *out, uint64_t v)
-{
-    char tmp[20];
-    size_t n = 0;
-    do {
-        tmp[n++] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v != 0);
-    for (size_t i = 0; i < n; i++)
-        out[i] = tmp[n - 1 - i];
-    return n;
 }
 
 static size_t fmt_hex(char *out, uint64_t v)
@@ -694,7 +680,7 @@ static size_t status_line(char *out, int status)
     const char *reason = aos_http_reason(status);
     size_t rlen = strlen(reason);
     memcpy(out, "HTTP/1.1 ", 9);
-    size_t n = 9 + fmt_u64(out + 9, (uint64_t)(status > 0 ? status : 0));
+    size_t n = 9 + aos_fmt_u64(out + 9, (uint64_t)(status > 0 ? status : 0));
     out[n++] = ' ';
     memcpy(out + n, reason, rlen);
     n += rlen;
@@ -723,7 +709,7 @@ static int render_head(struct hloop *hl, int status, const char *content_type, c
     rc |= head_add(b, date, dlen);
     if (content_length >= 0) {
         rc |= HEAD_ADD_LIT(b, "Content-Length: ");
-        rc |= head_add(b, num, fmt_u64(num, (uint64_t)content_length));
+        rc |= head_add(b, num, aos_fmt_u64(num, (uint64_t)content_length));
         rc |= HEAD_ADD_LIT(b, "\r\n");
     }
     rc |= HEAD_ADD_LIT(b, "X-Request-ID: ");

@@ -140,3 +140,62 @@ out:
     aos_db_result_free(res);
     return rc;
 }
+
+void aos_jb_raw(struct aos_jbuf *b, const char *s, size_t n)
+{
+    if (b->oom)
+        return;
+    if (b->len + n + 1 > b->cap) {
+        size_t cap = b->cap > 0 ? b->cap : 2048;
+        while (cap < b->len + n + 1)
+            cap *= 2;
+        char *p = realloc(b->p, cap);
+        if (p == NULL) {
+            b->oom = true;
+            return;
+        }
+        b->p = p;
+        b->cap = cap;
+    }
+    memcpy(b->p + b->len, s, n);
+    b->len += n;
+    b->p[b->len] = '\0';
+}
+
+void aos_jb_s(struct aos_jbuf *b, const char *s) { aos_jb_raw(b, s, strlen(s)); }
+
+void aos_jb_str(struct aos_jbuf *b, const char *s)
+{
+    const char *from = s;
+    if (s == NULL) {
+        aos_jb_s(b, "null");
+        return;
+    }
+    aos_jb_raw(b, "\"", 1);
+    for (const char *q = s;; q++) {
+        unsigned char c = (unsigned char)*q;
+        if (c != '\0' && c >= 0x20 && c != '"' && c != '\\')
+            continue;
+        aos_jb_raw(b, from, (size_t)(q - from));
+        if (c == '\0')
+            break;
+        char esc[8];
+        if (c == '"' || c == '\\') {
+            esc[0] = '\\';
+            esc[1] = (char)c;
+            aos_jb_raw(b, esc, 2);
+        } else {
+            snprintf(esc, sizeof esc, "\\u%04x", c);
+            aos_jb_raw(b, esc, 6);
+        }
+        from = q + 1;
+    }
+    aos_jb_raw(b, "\"", 1);
+}
+
+void aos_jb_int(struct aos_jbuf *b, int64_t v)
+{
+    char t[24];
+    int n = snprintf(t, sizeof t, "%" PRId64, v);
+    aos_jb_raw(b, t, (size_t)n);
+}

@@ -48,6 +48,19 @@ struct aos_page_kind {
 int aos_page_fetch(struct aos_store_tx *tx, const struct aos_page_kind *kind, const char *tenant_id,
                    const char *cursor, size_t limit, void **out, size_t *n, char *next_cursor, char *err,
                    size_t errlen);
+/* A growing text buffer for the JSON documents the PostgreSQL batch
+ * statements take (jsonb_to_recordset): allocation failures are sticky
+ * (oom), checked once at the end.  Start from {0}; free(b.p). */
+struct aos_jbuf {
+    char *p;
+    size_t len, cap;
+    bool oom;
+};
+void aos_jb_raw(struct aos_jbuf *b, const char *s, size_t n);
+void aos_jb_s(struct aos_jbuf *b, const char *s);
+/* s as a JSON string (escaped), or null. */
+void aos_jb_str(struct aos_jbuf *b, const char *s);
+void aos_jb_int(struct aos_jbuf *b, int64_t v);
 /* Runs a statement whose changed-row count matters: *changes receives it. */
 int aos_exec_changes(struct aos_store_tx *tx, const char *sql, const struct aos_db_param *p, size_t np,
                      int64_t *changes, char *err, size_t errlen);

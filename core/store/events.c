@@ -12,6 +12,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "store/cells.h"
+
 #define NPARAMS(p) (sizeof(p) / sizeof((p)[0]))
 
 #define EVENT_COLS "id, tenant_id, type, run_id, payload, created_at"
@@ -223,39 +225,10 @@ static const char SQL_EVENT_INSERT_MANY_PG[] =
     "FROM ROWS FROM (jsonb_to_recordset(CAST($1 AS jsonb)) AS (tid uuid, ty text, rid uuid, p jsonb, at bigint)) "
     "WITH ORDINALITY AS c(tid, ty, rid, p, at, ord) ORDER BY c.ord";
 
-struct textbuf {
-    char *p;
-    size_t len, cap;
-    bool oom;
-};
-
-static void tb_add(struct textbuf *b, const char *s, size_t n)
-{
-    if (b->oom)
-        return;
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap > 0 ? b->cap : 4096;
-        while (cap < b->len + n + 1)
-            cap *= 2;
-        char *p = realloc(b->p, cap);
-        if (p == NULL) {
-            b->oom = true;
-            return;
-        }
-        b->p = p;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->len, s, n);
-    b->len += n;
-    b->p[b->len] = '\0';
-}
-
-static void tb_s(struct textbuf *b, const char *s) { tb_add(b, s, strlen(s)); }
-
 int aos_store_events_insert_many(struct aos_store_tx *tx, const struct aos_event_new *ev, size_t n, char *err,
                                  size_t errlen)
 {
-    struct textbuf b = {0};
+    struct aos_jbuf b = {0};
     int rc = AOS_DB_OK;
 
     if (n == 0)
@@ -269,7 +242,7 @@ int aos_store_events_insert_many(struct aos_store_tx *tx, const struct aos_event
     /* One JSON document: every part below is validated first (ids in
      * canonical form, types of [A-Za-z0-9._:-], payloads JSON objects), so
      * nothing needs escaping. */
-    tb_s(&b, "[");
+    aos_jb_s(&b, "[");
     for (size_t i = 0; i < n; i++) {
         char tid[AOS_ID_LEN], rid[AOS_ID_LEN], at[24];
         const char *payload = ev[i].payload != NULL ? ev[i].payload : "{}";
@@ -296,23 +269,23 @@ int aos_store_events_insert_many(struct aos_store_tx *tx, const struct aos_event
             goto out;
         }
         snprintf(at, sizeof at, "%" PRId64, ev[i].created_at);
-        tb_s(&b, i > 0 ? ",{\"tid\":\"" : "{\"tid\":\"");
-        tb_s(&b, tid);
-        tb_s(&b, "\",\"ty\":\"");
-        tb_s(&b, ev[i].type);
+        aos_jb_s(&b, i > 0 ? ",{\"tid\":\"" : "{\"tid\":\"");
+        aos_jb_s(&b, tid);
+        aos_jb_s(&b, "\",\"ty\":\"");
+        aos_jb_s(&b, ev[i].type);
         if (ev[i].run_id != NULL) {
-            tb_s(&b, "\",\"rid\":\"");
-            tb_s(&b, rid);
-            tb_s(&b, "\",\"at\":");
+            aos_jb_s(&b, "\",\"rid\":\"");
+            aos_jb_s(&b, rid);
+            aos_jb_s(&b, "\",\"at\":");
         } else {
-            tb_s(&b, "\",\"rid\":null,\"at\":");
+            aos_jb_s(&b, "\",\"rid\":null,\"at\":");
         }
-        tb_s(&b, at);
-        tb_s(&b, ",\"p\":");
-        tb_s(&b, payload);
-        tb_s(&b, "}");
+        aos_jb_s(&b, at);
+        aos_jb_s(&b, ",\"p\":");
+        aos_jb_s(&b, payload);
+        aos_jb_s(&b, "}");
     }
-    tb_s(&b, "]");
+    aos_jb_s(&b, "]");
     if (b.oom) {
         aos_db_seterr(err, errlen, "out of memory");
         rc = AOS_DB_ERROR;

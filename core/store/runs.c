@@ -1177,84 +1177,19 @@ out:
  * per statement (jsonb_to_recordset): a constant number of round trips per
  * batch instead of five per checkpoint.  Built by hand: every value is
  * either a validated id, a number, a JSON text already checked by the
- * engine, or a string escaped here. */
-struct jbuf {
-    char *p;
-    size_t len, cap;
-    bool oom;
-};
-
-static void jb_raw(struct jbuf *b, const char *s, size_t n)
-{
-    if (b->oom)
-        return;
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap > 0 ? b->cap : 2048;
-        while (cap < b->len + n + 1)
-            cap *= 2;
-        char *p = realloc(b->p, cap);
-        if (p == NULL) {
-            b->oom = true;
-            return;
-        }
-        b->p = p;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->len, s, n);
-    b->len += n;
-    b->p[b->len] = '\0';
-}
-
-static void jb_s(struct jbuf *b, const char *s) { jb_raw(b, s, strlen(s)); }
-
-/* s as a JSON string, or null. */
-static void jb_str(struct jbuf *b, const char *s)
-{
-    const char *from = s;
-    if (s == NULL) {
-        jb_s(b, "null");
-        return;
-    }
-    jb_raw(b, "\"", 1);
-    for (const char *q = s;; q++) {
-        unsigned char c = (unsigned char)*q;
-        if (c != '\0' && c >= 0x20 && c != '"' && c != '\\')
-            continue;
-        jb_raw(b, from, (size_t)(q - from));
-        if (c == '\0')
-            break;
-        char esc[8];
-        if (c == '"' || c == '\\') {
-            esc[0] = '\\';
-            esc[1] = (char)c;
-            jb_raw(b, esc, 2);
-        } else {
-            snprintf(esc, sizeof esc, "\\u%04x", c);
-            jb_raw(b, esc, 6);
-        }
-        from = q + 1;
-    }
-    jb_raw(b, "\"", 1);
-}
-
-static void jb_int(struct jbuf *b, int64_t v)
-{
-    char t[24];
-    int n = snprintf(t, sizeof t, "%" PRId64, v);
-    jb_raw(b, t, (size_t)n);
-}
+ * engine, or a string escaped here (store/cells.h: aos_jbuf). */
 
 /* ,"key": then a string or an integer */
-static void jb_kstr(struct jbuf *b, const char *key, const char *v)
+static void jb_kstr(struct aos_jbuf *b, const char *key, const char *v)
 {
-    jb_s(b, key);
-    jb_str(b, v);
+    aos_jb_s(b, key);
+    aos_jb_str(b, v);
 }
 
-static void jb_kint(struct jbuf *b, const char *key, int64_t v)
+static void jb_kint(struct aos_jbuf *b, const char *key, int64_t v)
 {
-    jb_s(b, key);
-    jb_int(b, v);
+    aos_jb_s(b, key);
+    aos_jb_int(b, v);
 }
 
 static const char SQL_CP_OWNED_MANY_PG[] =
@@ -1304,7 +1239,7 @@ struct cp_row {
 };
 
 /* $1 the JSON document b, and $2 the array ids when not NULL. */
-static int exec_json(struct aos_store_tx *tx, const char *sql, struct jbuf *b, struct jbuf *ids,
+static int exec_json(struct aos_store_tx *tx, const char *sql, struct aos_jbuf *b, struct aos_jbuf *ids,
                      struct aos_db_result **res, char *err, size_t errlen)
 {
     if (b->oom || (ids != NULL && ids->oom)) {
@@ -1317,10 +1252,10 @@ static int exec_json(struct aos_store_tx *tx, const char *sql, struct jbuf *b, s
 }
 
 /* A uuid[] literal element (ids are canonical: no quoting needed). */
-static void ids_add(struct jbuf *ids, const char *id)
+static void ids_add(struct aos_jbuf *ids, const char *id)
 {
-    jb_s(ids, ids->len > 1 ? "," : "");
-    jb_s(ids, id);
+    aos_jb_s(ids, ids->len > 1 ? "," : "");
+    aos_jb_s(ids, id);
 }
 
 /* The owner check of every checkpoint (one statement), then the release
@@ -1328,23 +1263,23 @@ static void ids_add(struct jbuf *ids, const char *id)
 static int batch_owned(struct aos_store_tx *tx, struct aos_checkpoint *const *cps, struct cp_row *rows, size_t n,
                        char *err, size_t errlen)
 {
-    struct jbuf b = {0}, ids = {0};
+    struct aos_jbuf b = {0}, ids = {0};
     struct aos_db_result *res = NULL;
     int rc;
 
-    jb_s(&b, "[");
-    jb_s(&ids, "{");
+    aos_jb_s(&b, "[");
+    aos_jb_s(&ids, "{");
     for (size_t i = 0; i < n; i++) {
         ids_add(&ids, rows[i].rid);
-        jb_s(&b, i > 0 ? ",{" : "{");
+        aos_jb_s(&b, i > 0 ? ",{" : "{");
         jb_kstr(&b, "\"tid\":", rows[i].tid);
         jb_kstr(&b, ",\"rid\":", rows[i].rid);
         jb_kstr(&b, ",\"own\":", cps[i]->worker_id);
         jb_kint(&b, ",\"seq\":", cps[i]->seq);
-        jb_s(&b, "}");
+        aos_jb_s(&b, "}");
     }
-    jb_s(&b, "]");
-    jb_s(&ids, "}");
+    aos_jb_s(&b, "]");
+    aos_jb_s(&ids, "}");
     if ((rc = exec_json(tx, SQL_CP_OWNED_MANY_PG, &b, &ids, &res, err, errlen)) != AOS_DB_OK)
         goto out;
     for (size_t k = 0; k < aos_db_result_rows(res); k++) {
@@ -1436,16 +1371,16 @@ static int batch_usage(struct aos_store_tx *tx, struct aos_checkpoint *const *cp
 static int batch_steps(struct aos_store_tx *tx, struct aos_checkpoint *const *cps, struct cp_row *rows, size_t n,
                        char *err, size_t errlen)
 {
-    struct jbuf b = {0};
+    struct aos_jbuf b = {0};
     size_t k = 0;
     int rc = AOS_DB_OK;
 
-    jb_s(&b, "[");
+    aos_jb_s(&b, "[");
     for (size_t i = 0; i < n; i++) {
         const struct aos_checkpoint *cp = cps[i];
         if (!rows[i].owned || cp->kind == AOS_CP_RETRY)
             continue;
-        jb_s(&b, k++ > 0 ? ",{" : "{");
+        aos_jb_s(&b, k++ > 0 ? ",{" : "{");
         jb_kstr(&b, "\"tid\":", rows[i].tid);
         jb_kstr(&b, ",\"rid\":", rows[i].rid);
         jb_kint(&b, ",\"seq\":", cp->seq);
@@ -1459,9 +1394,9 @@ static int batch_steps(struct aos_store_tx *tx, struct aos_checkpoint *const *cp
         jb_kint(&b, ",\"cost\":", cp->cost_micro_usd);
         jb_kint(&b, ",\"sa\":", cp->started_at);
         jb_kint(&b, ",\"fa\":", cp->finished_at);
-        jb_s(&b, "}");
+        aos_jb_s(&b, "}");
     }
-    jb_s(&b, "]");
+    aos_jb_s(&b, "]");
     if (k > 0)
         rc = exec_json(tx, SQL_STEP_INSERT_MANY_PG, &b, NULL, NULL, err, errlen);
     free(b.p);
@@ -1472,7 +1407,7 @@ static int checkpoints_pg(struct aos_store_tx *tx, struct aos_checkpoint *const 
                           size_t n, int *results, char (*status)[AOS_RUN_STATUS_LEN], char *err, size_t errlen)
 {
     struct cp_row *rows = calloc(n, sizeof *rows);
-    struct jbuf b = {0}, ids = {0};
+    struct aos_jbuf b = {0}, ids = {0};
     size_t k = 0;
     int rc;
 
@@ -1497,8 +1432,8 @@ static int checkpoints_pg(struct aos_store_tx *tx, struct aos_checkpoint *const 
         (rc = batch_steps(tx, cps, rows, n, err, errlen)) != AOS_DB_OK)
         goto out;
 
-    jb_s(&b, "[");
-    jb_s(&ids, "{");
+    aos_jb_s(&b, "[");
+    aos_jb_s(&ids, "{");
     for (size_t i = 0; i < n; i++) {
         struct aos_checkpoint *cp = cps[i];
         const char *final = NULL, *k_name, *st, *res = NULL, *error = NULL;
@@ -1547,7 +1482,7 @@ static int checkpoints_pg(struct aos_store_tx *tx, struct aos_checkpoint *const 
             inc = 0;
         }
         ids_add(&ids, rows[i].rid);
-        jb_s(&b, k++ > 0 ? ",{" : "{");
+        aos_jb_s(&b, k++ > 0 ? ",{" : "{");
         jb_kstr(&b, "\"tid\":", rows[i].tid);
         jb_kstr(&b, ",\"rid\":", rows[i].rid);
         jb_kint(&b, ",\"tin\":", cp->tokens_in);
@@ -1561,7 +1496,7 @@ static int checkpoints_pg(struct aos_store_tx *tx, struct aos_checkpoint *const 
         jb_kint(&b, ",\"inc\":", inc);
         jb_kint(&b, ",\"lease\":", lease);
         jb_kint(&b, ",\"ra\":", ra);
-        jb_s(&b, "}");
+        aos_jb_s(&b, "}");
         if (final == NULL && kind == AOS_CP_APPROVAL &&
             (rc = insert_approval(tx, cp, rows[i].tid, rows[i].rid, rows[i].created_by, now, err, errlen)) !=
                 AOS_DB_OK)
@@ -1569,8 +1504,8 @@ static int checkpoints_pg(struct aos_store_tx *tx, struct aos_checkpoint *const 
         snprintf(status[i], AOS_RUN_STATUS_LEN, "%s", st);
         results[i] = AOS_CP_OK;
     }
-    jb_s(&b, "]");
-    jb_s(&ids, "}");
+    aos_jb_s(&b, "]");
+    aos_jb_s(&ids, "}");
     if (k > 0 && (rc = exec_json(tx, SQL_RUN_UPDATE_MANY_PG, &b, &ids, NULL, err, errlen)) != AOS_DB_OK)
         goto out;
     /* Usage last: its rows are shared by every transaction writing steps of
@@ -1647,7 +1582,7 @@ int aos_store_run_claim_many(struct aos_store_tx *tx, const char *tenant_id, con
 {
     char tid[AOS_ID_LEN];
     struct aos_db_result *res = NULL;
-    struct jbuf b = {0};
+    struct aos_jbuf b = {0};
     size_t rows = 0;
     int rc = AOS_DB_OK;
 
@@ -1670,12 +1605,12 @@ int aos_store_run_claim_many(struct aos_store_tx *tx, const char *tenant_id, con
         }
         return AOS_DB_OK;
     }
-    jb_s(&b, "[");
+    aos_jb_s(&b, "[");
     for (size_t i = 0; i < max; i++) {
-        jb_s(&b, i > 0 ? "," : "");
-        jb_str(&b, owners[i]);
+        aos_jb_s(&b, i > 0 ? "," : "");
+        aos_jb_str(&b, owners[i]);
     }
-    jb_s(&b, "]");
+    aos_jb_s(&b, "]");
     if (b.oom) {
         aos_db_seterr(err, errlen, "out of memory");
         rc = AOS_DB_ERROR;
