@@ -24,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <unistd.h>
 #include <time.h>
 
 #include "conf.h"
@@ -261,6 +262,8 @@ static void hub_poll(struct aos_events *hub)
     pthread_mutex_lock(&hub->ring_mu);
     j.after = hub->high_water;
     pthread_mutex_unlock(&hub->ring_mu);
+    if (j.start && hub->test_start_delay_ms > 0)
+        usleep((useconds_t)hub->test_start_delay_ms * 1000);
     rc = aos_store_transact(hub->store, false, poll_tx, &j, err, sizeof err);
     if (rc != AOS_DB_OK) {
         poll_failed(hub, err);
@@ -634,6 +637,9 @@ struct aos_events *aos_events_new(struct aos_store *store, struct aos_pool *pool
         goto oom;
     hub->store = store;
     hub->pool = pool;
+    const char *testing = getenv("AOS_TESTING"), *delay = getenv("AOS_TEST_HUB_START_DELAY_MS");
+    if (testing != NULL && strcmp(testing, "1") == 0 && delay != NULL)
+        hub->test_start_delay_ms = (int)strtol(delay, NULL, 10);
     apply_conf(hub, conf);
     if (pthread_mutex_init(&hub->ring_mu, NULL) != 0)
         goto oom;

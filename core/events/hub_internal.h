@@ -76,6 +76,10 @@ struct aos_events {
      * timer reads then): the high-water mark may lag the store, so the
      * next stream to open waits for a fresh starting point. */
     atomic_bool lagging;
+    /* AOS_TESTING=1 with AOS_TEST_HUB_START_DELAY_MS: the read of a new
+     * starting point is held back this long, so that tests can show no
+     * stream starts before it (test_events.py). */
+    int test_start_delay_ms;
 
     /* settings (events.*), reloadable */
     atomic_llong poll_ms;

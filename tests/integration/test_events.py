@@ -581,6 +581,44 @@ def run_suite(t, store, label):
         d.cleanup()
 
 
+def test_stream_head_after_starting_point(t):
+    """The first stream after commits nobody read gets its head only once
+    the hub knows where "now" is: with the hub's read of a new starting
+    point held back 400 ms, an event appended right after the head is
+    delivered (before the fix the head went out first and the event fell
+    before the starting point)."""
+    saved = os.environ.get("AOS_TEST_HUB_START_DELAY_MS")
+    os.environ["AOS_TEST_HUB_START_DELAY_MS"] = "400"
+    d = Daemon(plugins=PLUGINS, tenants=[(TENANT_ID, "acme"), (OTHER_ID, "globex")], extra=EVENTS_CONF)
+    try:
+        d.start()
+        w = World(t, d)
+        a = auth_header(w.bearer("acme", "user"))
+        for i in range(3):
+            append(d, a, [{"type": "idle.commit"}])
+            t0 = time.monotonic()
+            s = Sse(d, "/api/v1/events/stream?type=probe.*", a)
+            try:
+                waited = time.monotonic() - t0
+                t.eq(s.status, 200, "round %d: stream 200" % i)
+                ids = append(d, a, [{"type": "probe.after_head"}])
+                t.eq(s.ids() or [int(f["id"]) for f in s.wait_events(1, timeout=10)], ids,
+                     "round %d: the event appended after the head is delivered" % i)
+                t.ok(waited >= 0.35, "round %d: the head waited for the starting point (%.2f s)" % (i, waited))
+            finally:
+                s.close()
+            deadline = time.monotonic() + 5
+            while metric(d, "aosd_events_streams") and time.monotonic() < deadline:
+                time.sleep(0.02)
+        t.eq(d.stop(), 0, "clean exit")
+    finally:
+        if saved is None:
+            os.environ.pop("AOS_TEST_HUB_START_DELAY_MS", None)
+        else:
+            os.environ["AOS_TEST_HUB_START_DELAY_MS"] = saved
+        d.cleanup()
+
+
 def api_key(d, tenant, role="user"):
     rc, out, err = d.aosctl("apikey", "create", "--tenant", tenant, "--role", role, "--name", "k" + os.urandom(3).hex())
     if rc != 0:
@@ -684,6 +722,7 @@ def main():
         t.skip("pgsql: the event log on PostgreSQL", "AOS_TEST_PGSQL is not set")
     t.run(test_max_subscribers)
     t.run(test_two_nodes)
+    t.run(test_stream_head_after_starting_point)
     return t.done()
 
 
