@@ -594,22 +594,36 @@ def test_stream_head_after_starting_point(t):
         d.start()
         w = World(t, d)
         a = auth_header(w.bearer("acme", "user"))
-        for i in range(3):
+
+        def no_streams():
+            deadline = time.monotonic() + 5
+            while metric(d, "aosd_events_streams") and time.monotonic() < deadline:
+                time.sleep(0.02)
+
+        # A first stream waits for the hub's start-up read; once it is
+        # closed, every commit below is one the hub does not read.
+        Sse(d, "/api/v1/events/stream", a).close()
+        no_streams()
+        waits = []
+        for i in range(5):
             append(d, a, [{"type": "idle.commit"}])
+            # Let the hub take the commit's wake-up (it marks itself as
+            # behind): otherwise the stream may open first and the hub
+            # simply reads the commit for it.
+            time.sleep(0.05)
             t0 = time.monotonic()
             s = Sse(d, "/api/v1/events/stream?type=probe.*", a)
             try:
-                waited = time.monotonic() - t0
+                waits.append(round(time.monotonic() - t0, 2))
                 t.eq(s.status, 200, "round %d: stream 200" % i)
                 ids = append(d, a, [{"type": "probe.after_head"}])
                 t.eq(s.ids() or [int(f["id"]) for f in s.wait_events(1, timeout=10)], ids,
                      "round %d: the event appended after the head is delivered" % i)
-                t.ok(waited >= 0.35, "round %d: the head waited for the starting point (%.2f s)" % (i, waited))
             finally:
                 s.close()
-            deadline = time.monotonic() + 5
-            while metric(d, "aosd_events_streams") and time.monotonic() < deadline:
-                time.sleep(0.02)
+            no_streams()
+        # The path under test was taken (else the test proves nothing).
+        t.ok(sum(1 for x in waits if x >= 0.35) >= 3, "heads waited for the hub's starting point", waits)
         t.eq(d.stop(), 0, "clean exit")
     finally:
         if saved is None:
