@@ -573,8 +573,8 @@ static void enqueue(struct cp_item *it)
     pthread_mutex_unlock(&cm->lock);
 }
 
-/* Hands the run back to the queue (a draining node): the committer writes it. */
-static void submit_release(struct aos_engine *e, struct flight *f)
+/* The flight's committer item, emptied for a new op on its run. */
+static struct cp_item *item_prepare(struct flight *f, int op)
 {
     struct cp_item *it = &f->it;
     struct aos_run *run = &f->cl.c.run;
@@ -582,13 +582,15 @@ static void submit_release(struct aos_engine *e, struct flight *f)
     events_clear(it->events, &it->nevents);
     memset(it, 0, sizeof *it);
     it->f = f;
-    it->op = OP_RELEASE;
+    it->op = op;
     it->cp.tenant_id = run->tenant_id;
     it->cp.run_id = run->id;
     it->cp.worker_id = f->owner;
-    (void)e;
-    enqueue(it);
+    return it;
 }
+
+/* Hands the run back to the queue (a draining node): the committer writes it. */
+static void submit_release(struct flight *f) { enqueue(item_prepare(f, OP_RELEASE)); }
 
 /* A flight whose checkpoint committed (or a new claim) may run its next
  * step; while draining it is released instead. */
@@ -610,7 +612,7 @@ static void make_ready(struct aos_engine *e, struct flight *f)
     }
     pthread_mutex_unlock(&e->lock);
     if (stopping)
-        submit_release(e, f);
+        submit_release(f);
 }
 
 /* How many runs to claim now: one per idle worker not already facing a
@@ -1282,13 +1284,7 @@ static void execute_step(struct aos_engine *e, struct flight *f)
     atomic_fetch_add(&e->steps, 1);
     f->first = false;
 
-    events_clear(it->events, &it->nevents);
-    memset(it, 0, sizeof *it);
-    it->f = f;
-    it->op = OP_CHECKPOINT;
-    it->cp.tenant_id = run->tenant_id;
-    it->cp.run_id = run->id;
-    it->cp.worker_id = f->owner;
+    item_prepare(f, OP_CHECKPOINT);
     it->cp.agent_id = c->agent.id;
     it->cp.seq = run->next_step;
     it->cp.attempt = run->attempt + 1;
@@ -1388,7 +1384,7 @@ static void *worker_main(void *arg)
         if (atomic_load(&e->stopping)) {
             /* Draining: no further step; the run goes back to the queue. */
             pthread_mutex_unlock(&e->lock);
-            submit_release(e, f);
+            submit_release(f);
             pthread_mutex_lock(&e->lock);
             continue;
         }

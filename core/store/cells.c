@@ -73,6 +73,20 @@ int aos_exec_changes(struct aos_store_tx *tx, const char *sql, const struct aos_
     return rc;
 }
 
+int aos_page_cursor(const char *cursor, size_t limit, bool first, int64_t *after_key, char after_id[37], char *err,
+                    size_t errlen)
+{
+    if (limit < 1 || limit > 1000) {
+        aos_db_seterr(err, errlen, "page size must be 1 to 1000");
+        return AOS_DB_CONSTRAINT;
+    }
+    if (!first && !aos_cursor_parse(cursor, after_key, after_id)) {
+        aos_db_seterr(err, errlen, "malformed cursor");
+        return AOS_DB_CONSTRAINT;
+    }
+    return AOS_DB_OK;
+}
+
 int aos_page_fetch(struct aos_store_tx *tx, const struct aos_page_kind *kind, const char *tenant_id,
                    const char *cursor, size_t limit, void **out, size_t *n, char *next_cursor, char *err,
                    size_t errlen)
@@ -88,14 +102,8 @@ int aos_page_fetch(struct aos_store_tx *tx, const struct aos_page_kind *kind, co
     *out = NULL;
     *n = 0;
     next_cursor[0] = '\0';
-    if (limit < 1 || limit > 1000) {
-        aos_db_seterr(err, errlen, "page size must be 1 to 1000");
-        return AOS_DB_CONSTRAINT;
-    }
-    if (!first && !aos_cursor_parse(cursor, &after_ts, after_id)) {
-        aos_db_seterr(err, errlen, "malformed cursor");
-        return AOS_DB_CONSTRAINT;
-    }
+    if ((rc = aos_page_cursor(cursor, limit, first, &after_ts, after_id, err, errlen)) != AOS_DB_OK)
+        return rc;
     if (!aos_store_id_norm(tenant_id, tid))
         return AOS_DB_OK;
     /* One row more than the page tells whether another page follows. */

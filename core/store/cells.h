@@ -26,6 +26,12 @@ int aos_cell_dup(const struct aos_db_result *r, size_t row, size_t col, char **d
 int64_t aos_cell_int_or(const struct aos_db_result *r, size_t row, size_t col, int64_t null_value);
 /* Cursor "<integer>.<uuid>" (the last row of the previous page). */
 bool aos_cursor_parse(const char *cursor, int64_t *key, char id[37]);
+/* Checks a keyset page request: limit 1..1000 and, unless first, a
+ * "<integer>.<uuid>" cursor into *after_key and after_id.  AOS_DB_OK, or
+ * AOS_DB_CONSTRAINT with err saying which. */
+int aos_page_cursor(const char *cursor, size_t limit, bool first, int64_t *after_key, char after_id[37], char *err,
+                    size_t errlen);
+
 /* One page of a tenant's rows in keyset order over (created_at, id), for
  * the list operations of users, agents, workflows.  The two statements take
  * ($1 tenant, $2 limit) and ($1 tenant, $2 created_at, $3 id, $4 limit) and

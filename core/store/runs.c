@@ -322,14 +322,8 @@ int aos_store_run_list(struct aos_store_tx *tx, const char *tenant_id, const cha
     *out = NULL;
     *n = 0;
     next_cursor[0] = '\0';
-    if (limit < 1 || limit > 1000) {
-        aos_db_seterr(err, errlen, "page size must be 1 to 1000");
-        return AOS_DB_CONSTRAINT;
-    }
-    if (!first && !aos_cursor_parse(cursor, &after_ts, after_id)) {
-        aos_db_seterr(err, errlen, "malformed cursor");
-        return AOS_DB_CONSTRAINT;
-    }
+    if ((rc = aos_page_cursor(cursor, limit, first, &after_ts, after_id, err, errlen)) != AOS_DB_OK)
+        return rc;
     if (!aos_store_id_norm(tenant_id, tid) || (agent_id != NULL && !aos_store_id_norm(agent_id, aid)))
         return AOS_DB_OK; /* matches nothing */
     run_list_sql(sql, sizeof sql, status != NULL, agent_id != NULL, !first);
@@ -515,14 +509,8 @@ int aos_store_approval_list(struct aos_store_tx *tx, const char *tenant_id, cons
     *out = NULL;
     *n = 0;
     next_cursor[0] = '\0';
-    if (limit < 1 || limit > 1000) {
-        aos_db_seterr(err, errlen, "page size must be 1 to 1000");
-        return AOS_DB_CONSTRAINT;
-    }
-    if (!first && !aos_cursor_parse(cursor, &after_ts, after_id)) {
-        aos_db_seterr(err, errlen, "malformed cursor");
-        return AOS_DB_CONSTRAINT;
-    }
+    if ((rc = aos_page_cursor(cursor, limit, first, &after_ts, after_id, err, errlen)) != AOS_DB_OK)
+        return rc;
     if (!aos_store_id_norm(tenant_id, tid))
         return AOS_DB_OK;
     approval_list_sql(sql, sizeof sql, status != NULL, !first);
